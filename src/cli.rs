@@ -1,0 +1,137 @@
+//! The command line. It is a contract: the NixOS module's units, the VM
+//! tests and the README depend on these names.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  unexpected error
+  2  bad config or usage
+  3  device not found within waitTimeout
+  4  no filesystem, the wrong one, or errors fsck -p could not repair
+  5  mount failed, or the mount point is taken by something else
+  6  store not safe to bind over /nix";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsl-storage-mount",
+    version,
+    about = "Mount a disk attached with `wsl --mount --bare`, prepare per-instance dirs and guard the /nix bind",
+    after_help = EXIT_CODES,
+)]
+pub struct Cli {
+    /// The JSON config (keys are the NixOS module's option names).
+    #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+
+    /// More output: -v debug, -vv trace (RUST_LOG works too).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and list every problem by its JSON key.
+    #[command(after_help = "\
+Touches no device and resolves no user names, so it runs in the Nix build sandbox.
+
+Examples:
+  wsl-storage-mount --config /etc/wsl-storage-mount/config.json check
+  wsl-storage-mount --config ./my.json check && echo fine
+
+Exits 0 when the config is valid, 2 otherwise.")]
+    Check,
+
+    /// The boot step: wait for the disk, fsck, mount it, prepare instance dirs, guard the store.
+    #[command(after_help = "\
+In order: find the device (waiting up to waitTimeout seconds, starting the Windows
+trigger on the first windows.triggerAttempts misses), check its filesystem type,
+run fsck -p (fsck: true), mount it at mountPoint (or accept the same device already
+mounted there), create instanceDirs with owner/group/mode, and with
+bindMountNixStore verify that mountPoint/nixStoreSubdir holds the closure of
+/run/booted-system before writing /run/wsl-storage-mount/bind-ok, which lets the
+/nix bind proceed. Running it twice changes nothing the second time.
+
+Examples:
+  wsl-storage-mount mount
+  wsl-storage-mount --config ./demo.json -v mount
+
+Exit codes: 0 mounted (or degraded with onMissing = \"fallback\"), 1 unexpected,
+2 bad config, 3 device missing, 4 wrong/no filesystem, 5 mount failed or mount
+point taken, 6 store not safe to bind over /nix.")]
+    Mount,
+
+    /// Show the device, the mount, the instance dirs, the /nix bind and the last outcome.
+    #[command(after_help = "\
+Examples:
+  wsl-storage-mount status
+  wsl-storage-mount status --json | jq .lastRun
+
+Exits 0 when everything is as configured, 1 otherwise.")]
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The marker step after the /nix bind: write <bindTarget>/.mounted only when the bind is real.
+    #[command(after_help = "\
+Run by nix-mount-marker.service after the bind mount unit. When bindTarget is the
+bind of mountPoint/nixStoreSubdir it writes bindTarget/.mounted and exits 0.
+Otherwise it removes a stale marker and exits 0 with a warning when
+onMissing = \"fallback\", or exits 5 when \"block\" (so nix-daemon stays off the
+VHDX store).
+
+Example:
+  wsl-storage-mount mark")]
+    Mark,
+
+    /// Print the Windows attach script (attach.ps1).
+    #[command(after_help = "\
+Example:
+  wsl-storage-mount windows-script > attach.ps1")]
+    WindowsScript,
+
+    /// Print the script that registers the elevated scheduled task (register-task.ps1).
+    #[command(after_help = "\
+Run its output once in an elevated PowerShell.
+
+Example:
+  wsl-storage-mount windows-task > register-task.ps1")]
+    WindowsTask,
+
+    /// Copy attach.ps1 and register-task.ps1 to a Windows directory.
+    #[command(after_help = "\
+Rewrites a file only when its content changed. Never fails hard when Windows is
+unreachable (it warns and exits 0).
+
+Examples:
+  wsl-storage-mount install-windows-files
+  wsl-storage-mount install-windows-files --dir /mnt/c/Users/me/wsl")]
+    InstallWindowsFiles {
+        /// The Windows directory, as a Linux path (default: %USERPROFILE%\wsl-storage-mount through interop).
+        #[arg(long, value_name = "WINDOWS_DIR")]
+        dir: Option<PathBuf>,
+    },
+
+    /// Check the whole chain and print the fix for everything that is not ok.
+    #[command(after_help = "\
+Examples:
+  wsl-storage-mount doctor
+  wsl-storage-mount doctor --json
+
+Exits 0 when no check fails (warnings allowed), 1 otherwise.")]
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,127 @@
+//! Logging: every step to the log file (timestamped) and to stderr (with
+//! syslog priority prefixes such as `<3>` when stderr is the journal).
+//!
+//! env_logger does the filtering (`-v`, `RUST_LOG`); this logger does the
+//! writing, because the file and the journal want different line formats.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct Logger {
+    filter: env_logger::Logger,
+    journal: bool,
+    file: Mutex<Option<File>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Install the logger. `verbosity` counts `-v`: info by default, debug with
+/// one, trace with two. RUST_LOG may raise it further (never lower it below
+/// the level `-v` asked for).
+pub fn init(verbosity: u8) {
+    let level = match verbosity {
+        0 => LevelFilter::Info,
+        1 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    let filter = builder.build();
+    let max = filter.filter().max(level);
+    let logger = LOGGER.get_or_init(|| Logger {
+        filter,
+        journal: stderr_is_journal(),
+        file: Mutex::new(None),
+    });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Start appending to `path` as well. A log file that cannot be opened (a
+/// read-only /var, say) is a warning: logging must never stop the boot.
+pub fn open_file(path: &Path) {
+    let Some(logger) = LOGGER.get() else { return };
+    let opened = path
+        .parent()
+        .map_or(Ok(()), fs::create_dir_all)
+        .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
+    match opened {
+        Ok(file) => {
+            if let Ok(mut slot) = logger.file.lock() {
+                *slot = Some(file);
+            }
+        }
+        Err(e) => log::warn!(
+            "cannot open log file {}: {e}; logging to stderr only (check that its directory is writable)",
+            path.display()
+        ),
+    }
+}
+
+/// systemd sets JOURNAL_STREAM to "DEV:INODE" of the stream it connected
+/// stderr to; only when they match is stderr really the journal.
+fn stderr_is_journal() -> bool {
+    let Ok(value) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    let Ok(meta) = fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
+}
+
+fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let level = record.level();
+        let msg = record.args();
+        let line = if self.journal {
+            format!("<{}>{msg}\n", syslog_priority(level))
+        } else {
+            format!("{}: {msg}\n", level.as_str().to_ascii_lowercase())
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        if let Ok(mut slot) = self.file.lock() {
+            if let Some(file) = slot.as_mut() {
+                let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+                let _ = writeln!(file, "{stamp} [{}] {level:<5} {msg}", std::process::id());
+            }
+        }
+    }
+
+    fn flush(&self) {
+        if let Ok(mut slot) = self.file.lock() {
+            if let Some(file) = slot.as_mut() {
+                let _ = file.flush();
+            }
+        }
+    }
+}

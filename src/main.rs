@@ -1,0 +1,77 @@
+//! wsl-storage-mount: mount a disk attached with `wsl --mount --bare`,
+//! prepare per-instance dirs and guard the /nix bind on NixOS-WSL.
+
+mod boot;
+mod cli;
+mod config;
+mod device;
+mod exit;
+mod instances;
+mod log;
+mod mount;
+mod mountinfo;
+mod mountopts;
+mod probe;
+mod state;
+mod status;
+mod store;
+mod windows;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::exit::{exit_of, fail, Exit};
+
+fn load_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(
+            Exit::Config,
+            format!(
+                "cannot read config {}: {e}; write it (the NixOS module installs /etc/wsl-storage-mount/config.json) or pass --config FILE",
+                path.display()
+            ),
+        )
+    })?;
+    Config::parse(&text)
+        .map_err(|problems| fail(Exit::Config, format!("{}: {problems}", path.display())))
+}
+
+fn run(cli: &Cli) -> Result<Exit> {
+    let cfg = load_config(&cli.config)?;
+    match &cli.command {
+        Command::Check => {
+            println!("{}: ok", cli.config.display());
+            Ok(Exit::Success)
+        }
+        Command::Mount => boot::run(&cfg, &cli.config),
+        Command::Status { json } => status::run(&cfg, *json),
+        Command::Mark => {
+            crate::log::open_file(Path::new(&cfg.log_file));
+            store::mark(&cfg)
+        }
+        Command::WindowsScript
+        | Command::WindowsTask
+        | Command::InstallWindowsFiles { .. }
+        | Command::Doctor { .. } => {
+            Err(fail(Exit::Unexpected, "not implemented yet")).context("windows side")
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::log::init(cli.verbose);
+    match run(&cli) {
+        Ok(exit) => ExitCode::from(exit.code() as u8),
+        Err(err) => {
+            let exit = exit_of(&err);
+            ::log::error!("{err:#}");
+            ExitCode::from(exit.code() as u8)
+        }
+    }
+}

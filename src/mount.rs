@@ -1,0 +1,243 @@
+//! Mount the storage filesystem at `mountPoint`: fsck first, never stack a
+//! second mount, never mount over something else.
+
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::mount::{mount, MsFlags};
+
+use crate::config::Config;
+use crate::device::Found;
+use crate::exit::{fail, Exit};
+use crate::mountinfo;
+use crate::mountopts;
+use crate::probe::FsInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mounted {
+    /// This run mounted it.
+    Now,
+    /// The same device was already mounted there (another WSL instance
+    /// through the shared /mnt/wsl, or an earlier run).
+    Already,
+}
+
+/// Hold an exclusive lock on the mount point directory while deciding and
+/// mounting, so that two runs (or two WSL instances, which share /mnt/wsl)
+/// never both mount. A run that opens the directory after the mount locks
+/// the mounted root instead, and then sees the mount: either way one mount.
+type DirLock = Flock<File>;
+
+fn lock_dir(path: &Path) -> Result<DirLock> {
+    let mut dir =
+        File::open(path).with_context(|| format!("opening mount point {}", path.display()))?;
+    loop {
+        match Flock::lock(dir, FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(lock),
+            Err((back, Errno::EINTR)) => dir = back,
+            Err((_, e)) => {
+                return Err(e).with_context(|| format!("locking mount point {}", path.display()))
+            }
+        }
+    }
+}
+
+pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mounted> {
+    let target = Path::new(&cfg.mount_point);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(target)
+        .with_context(|| format!("creating mount point {}", target.display()))?;
+    let _lock = lock_dir(target)?;
+
+    let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
+    if let Some(top) = mountinfo::top_at(&mounts, &cfg.mount_point) {
+        if top.is_device(dev.rdev) && top.root == "/" {
+            log::info!(
+                "{} is already mounted at {} ({} {}); not mounting again",
+                dev.node.display(),
+                cfg.mount_point,
+                top.fs_type,
+                top.options
+            );
+            return Ok(Mounted::Already);
+        }
+        return Err(fail(
+            Exit::Mount,
+            format!(
+                "mount point {} is taken by {} ({}, root {}), not by {}; unmount it (umount {}) or choose another mountPoint",
+                cfg.mount_point,
+                top.source,
+                top.fs_type,
+                top.root,
+                dev.node.display(),
+                cfg.mount_point
+            ),
+        ));
+    }
+
+    let mounted_elsewhere: Vec<&str> = mounts
+        .iter()
+        .filter(|m| m.is_device(dev.rdev))
+        .map(|m| m.mount_point.as_str())
+        .collect();
+    if !mounted_elsewhere.is_empty() {
+        log::info!(
+            "{} is already mounted at {}; skipping fsck (it only runs on an unmounted filesystem)",
+            dev.node.display(),
+            mounted_elsewhere.join(", ")
+        );
+    } else if cfg.fsck {
+        run_fsck(cfg, dev, fs_info)?;
+    } else if fs_info.has_errors {
+        log::warn!(
+            "{} has recorded filesystem errors and fsck is off; run `fsck.{} -p {}` or set fsck = true",
+            dev.node.display(),
+            cfg.fs_type,
+            dev.node.display()
+        );
+    }
+
+    let opts = mountopts::parse(&cfg.mount_options)
+        .map_err(|why| fail(Exit::Config, format!("mountOptions: {why}")))?;
+    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    log::info!(
+        "mounting {} at {} (type {}, options {})",
+        dev.node.display(),
+        cfg.mount_point,
+        cfg.fs_type,
+        cfg.mount_options.join(",")
+    );
+    // EBUSY can come from a probe that still holds the fresh device open.
+    let result = retry::retry(
+        retry::delay::Fixed::from(Duration::from_millis(100)).take(5),
+        || match mount(
+            Some(dev.node.as_path()),
+            target,
+            Some(cfg.fs_type.as_str()),
+            opts.flags,
+            data,
+        ) {
+            Err(Errno::EBUSY) => retry::OperationResult::Retry(Errno::EBUSY),
+            Err(e) => retry::OperationResult::Err(e),
+            Ok(()) => retry::OperationResult::Ok(()),
+        },
+    );
+    if let Err(e) = result {
+        let errno = e.error;
+        let hint = match errno {
+            Errno::EINVAL => "the kernel refused the options or the filesystem; check mountOptions and fsType, and `dmesg | tail`",
+            Errno::ENODEV => "the kernel has no driver for this fsType",
+            Errno::EACCES | Errno::EROFS => "the device is read-only; add \"ro\" to mountOptions or fix the disk's write protection",
+            _ => "check `dmesg | tail` for the kernel's reason",
+        };
+        return Err(fail(
+            Exit::Mount,
+            format!(
+                "mounting {} at {} failed: {errno}; {hint}",
+                dev.node.display(),
+                cfg.mount_point
+            ),
+        ));
+    }
+    // Verify rather than trust.
+    let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
+    match mountinfo::top_at(&mounts, &cfg.mount_point) {
+        Some(m) if m.is_device(dev.rdev) => {
+            log::info!("mounted {} at {} ({})", m.source, cfg.mount_point, m.options);
+            Ok(Mounted::Now)
+        }
+        _ => Err(fail(
+            Exit::Mount,
+            format!(
+                "mount(2) reported success but {} does not show {} in /proc/self/mountinfo; check for a mount namespace or propagation problem",
+                cfg.mount_point,
+                dev.node.display()
+            ),
+        )),
+    }
+}
+
+/// `fsck.<type> -p`: repair what is safe to repair without questions.
+fn run_fsck(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<()> {
+    let tool = format!("fsck.{}", cfg.fs_type);
+    log::info!(
+        "running {tool} -p {}{}",
+        dev.node.display(),
+        if fs_info.has_errors {
+            " (the superblock records errors)"
+        } else {
+            ""
+        }
+    );
+    let out = match Command::new(&tool).arg("-p").arg(&dev.node).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::warn!("{tool} is not on PATH; skipping fsck (install the filesystem's tools, e.g. e2fsprogs, or set fsck = false)");
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("running {tool}")),
+    };
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter(|l| !l.trim().is_empty())
+    {
+        log::info!("  {tool}: {line}");
+    }
+    // fsck's exit status is a bit mask.
+    let code = out.status.code().unwrap_or(8);
+    match code {
+        0 => log::info!("{tool}: no errors"),
+        1 => log::warn!("{tool}: errors were found and corrected"),
+        2 | 3 => log::warn!("{tool}: errors were corrected; the system should be rebooted"),
+        _ if code & 4 != 0 => {
+            return Err(fail(
+                Exit::Filesystem,
+                format!(
+                    "{tool} -p {} left errors it would not fix without questions (exit {code}); run `{tool} {}` by hand and answer its questions, then start the service again",
+                    dev.node.display(),
+                    dev.node.display()
+                ),
+            ))
+        }
+        _ => {
+            return Err(fail(
+                Exit::Filesystem,
+                format!(
+                    "{tool} -p {} failed (exit {code}); see its output above and run it by hand",
+                    dev.node.display()
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Mount flags that can be checked in mountinfo's per-mount options.
+pub fn expected_flag_words(cfg: &Config) -> Vec<&'static str> {
+    let Ok(opts) = mountopts::parse(&cfg.mount_options) else {
+        return Vec::new();
+    };
+    let mut words = Vec::new();
+    for (flag, word) in [
+        (MsFlags::MS_RDONLY, "ro"),
+        (MsFlags::MS_NOSUID, "nosuid"),
+        (MsFlags::MS_NODEV, "nodev"),
+        (MsFlags::MS_NOEXEC, "noexec"),
+        (MsFlags::MS_NOATIME, "noatime"),
+        (MsFlags::MS_NODIRATIME, "nodiratime"),
+    ] {
+        if opts.flags.contains(flag) {
+            words.push(word);
+        }
+    }
+    words
+}

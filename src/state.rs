@@ -1,0 +1,65 @@
+//! The record of the last `mount` run: /run/wsl-storage-mount/state.json.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const RUNTIME_DIR: &str = "/run/wsl-storage-mount";
+
+pub fn state_path() -> std::path::PathBuf {
+    Path::new(RUNTIME_DIR).join("state.json")
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    /// "mounted", "degraded" or "failed".
+    pub outcome: String,
+    pub exit_code: i32,
+    pub message: String,
+    pub device: Option<String>,
+    pub found_via: Option<String>,
+    pub mount_point: String,
+    /// Whether this run did the mount (false: it was already mounted).
+    pub mounted_now: bool,
+    pub store_verified: bool,
+    pub waited_ms: u64,
+    pub duration_ms: u64,
+    pub finished_at: String,
+    pub windows_triggers: Vec<String>,
+}
+
+/// Write a file so that readers see the old or the new content, never half.
+pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+pub fn write(state: &RunState) -> Result<()> {
+    let path = state_path();
+    write_atomic(&path, &serde_json::to_vec_pretty(state)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The last run, if any was recorded since boot.
+pub fn read() -> Option<RunState> {
+    let text = fs::read_to_string(state_path()).ok()?;
+    serde_json::from_str(&text).ok()
+}

@@ -1,0 +1,328 @@
+//! `status`: what is, next to what is configured.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::device;
+use crate::exit::Exit;
+use crate::instances::{self, DirState};
+use crate::mount;
+use crate::mountinfo;
+use crate::probe::{self, FsInfo};
+use crate::state::{self, RunState};
+use crate::store;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub ok: bool,
+    /// Everything that is not as configured, one line each.
+    pub problems: Vec<String>,
+    pub identity: String,
+    pub device: Option<DeviceStatus>,
+    pub mount_point: String,
+    pub mount: Option<MountStatus>,
+    pub instance_dirs: BTreeMap<String, DirStatus>,
+    pub bind: Option<BindStatus>,
+    pub stamp: bool,
+    pub last_run: Option<RunState>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    pub node: String,
+    pub via: String,
+    pub filesystem: Option<FsInfo>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountStatus {
+    pub source: String,
+    pub fs_type: String,
+    pub options: String,
+    pub is_configured_device: bool,
+    /// How many mounts are stacked at the mount point (1 is right).
+    pub stacked: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirStatus {
+    pub want_owner: String,
+    pub want_group: String,
+    pub want_mode: String,
+    pub actual: Option<DirState>,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BindStatus {
+    pub target: String,
+    pub store_dir: String,
+    pub is_bind: bool,
+    pub mounted_source: Option<String>,
+    pub marker: bool,
+}
+
+pub fn gather(cfg: &Config) -> Status {
+    let mut problems = Vec::new();
+    let mounts = mountinfo::read().unwrap_or_default();
+
+    let found = match device::find(cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
+    let device = found.as_ref().map(|f| DeviceStatus {
+        node: f.node.display().to_string(),
+        via: f.via.clone(),
+        filesystem: probe::probe_path(&f.node).ok().flatten(),
+    });
+    if found.is_none() {
+        problems.push(format!("device not present ({})", cfg.identity()));
+    }
+
+    let top = mountinfo::top_at(&mounts, &cfg.mount_point);
+    let mount = top.map(|m| MountStatus {
+        source: m.source.clone(),
+        fs_type: m.fs_type.clone(),
+        options: m.options.clone(),
+        is_configured_device: found.as_ref().is_some_and(|f| m.is_device(f.rdev)),
+        stacked: mountinfo::count_at(&mounts, &cfg.mount_point),
+    });
+    let storage_mounted = match &mount {
+        None => {
+            problems.push(format!("nothing is mounted at {}", cfg.mount_point));
+            false
+        }
+        Some(m) if !m.is_configured_device => {
+            problems.push(format!(
+                "{} is mounted at {}, not the configured device",
+                m.source, cfg.mount_point
+            ));
+            false
+        }
+        Some(m) => {
+            if m.stacked > 1 {
+                problems.push(format!(
+                    "{} mounts are stacked at {}",
+                    m.stacked, cfg.mount_point
+                ));
+            }
+            for word in mount::expected_flag_words(cfg) {
+                if !top.is_some_and(|t| t.has_option(word)) {
+                    problems.push(format!("{} is mounted without \"{word}\"", cfg.mount_point));
+                }
+            }
+            true
+        }
+    };
+
+    let mut instance_dirs = BTreeMap::new();
+    for (name, spec) in &cfg.instance_dirs {
+        let mut st = DirStatus {
+            want_owner: spec.owner.to_string(),
+            want_group: spec.group.to_string(),
+            want_mode: format!("{:04o}", spec.mode),
+            actual: None,
+            problem: None,
+        };
+        if storage_mounted {
+            match instances::inspect(cfg, name) {
+                Ok(Some(actual)) => {
+                    let uid = instances::resolve_user(&spec.owner);
+                    let gid = instances::resolve_group(&spec.group);
+                    let mut wrong = Vec::new();
+                    if uid.as_ref().ok() != Some(&actual.uid) {
+                        wrong.push(format!("owner {} (want {})", actual.uid, spec.owner));
+                    }
+                    if gid.as_ref().ok() != Some(&actual.gid) {
+                        wrong.push(format!("group {} (want {})", actual.gid, spec.group));
+                    }
+                    if actual.mode != spec.mode {
+                        wrong.push(format!("mode {:04o} (want {:04o})", actual.mode, spec.mode));
+                    }
+                    if !wrong.is_empty() {
+                        st.problem = Some(wrong.join(", "));
+                    }
+                    st.actual = Some(actual);
+                }
+                Ok(None) => st.problem = Some("missing".into()),
+                Err(why) => st.problem = Some(why),
+            }
+        } else {
+            st.problem = Some("storage not mounted".into());
+        }
+        if let Some(p) = &st.problem {
+            problems.push(format!("instance dir {}/{name}: {p}", cfg.mount_point));
+        }
+        instance_dirs.insert(name.clone(), st);
+    }
+
+    let bind = cfg.bind_mount_nix_store.then(|| {
+        let b = store::bind_state(cfg, &mounts);
+        let marker = store::marker_path(cfg).exists();
+        if !b.is_bind {
+            problems.push(format!(
+                "{} is not the bind of {}",
+                cfg.bind_target,
+                cfg.store_dir().unwrap_or_default()
+            ));
+        } else if !marker {
+            problems.push(format!(
+                "marker {} is missing",
+                store::marker_path(cfg).display()
+            ));
+        }
+        BindStatus {
+            target: cfg.bind_target.clone(),
+            store_dir: cfg.store_dir().unwrap_or_default(),
+            is_bind: b.is_bind,
+            mounted_source: b.mounted.map(|m| format!("{} (root {})", m.source, m.root)),
+            marker,
+        }
+    });
+
+    let last_run = state::read();
+    match &last_run {
+        None => problems.push("no `mount` run recorded since boot".into()),
+        Some(r) if r.outcome != "mounted" => problems.push(format!(
+            "last `mount` run: {} (exit {}): {}",
+            r.outcome, r.exit_code, r.message
+        )),
+        Some(_) => {}
+    }
+
+    Status {
+        ok: problems.is_empty(),
+        problems,
+        identity: cfg.identity(),
+        device,
+        mount_point: cfg.mount_point.clone(),
+        mount,
+        instance_dirs,
+        bind,
+        stamp: store::stamp_path().exists(),
+        last_run,
+    }
+}
+
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "device:      {}", s.identity);
+    match &s.device {
+        Some(d) => {
+            let _ = write!(out, "  node:      {} ({})", d.node, d.via);
+            match &d.filesystem {
+                Some(fs) => {
+                    let _ = writeln!(
+                        out,
+                        "\n  fs:        {} UUID={} LABEL={}{}",
+                        fs.fs_type,
+                        fs.uuid.as_deref().unwrap_or("-"),
+                        fs.label.as_deref().unwrap_or("-"),
+                        if fs.has_errors {
+                            " (errors recorded)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                None => out.push_str("\n  fs:        none recognised\n"),
+            }
+        }
+        None => out.push_str("  node:      not present\n"),
+    }
+    let _ = writeln!(out, "mount point: {}", s.mount_point);
+    match &s.mount {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "  mounted:   {} ({}) {}",
+                m.source, m.fs_type, m.options
+            );
+        }
+        None => out.push_str("  mounted:   no\n"),
+    }
+    if !s.instance_dirs.is_empty() {
+        out.push_str("instance dirs:\n");
+        for (name, d) in &s.instance_dirs {
+            let actual = d.actual.as_ref().map_or("-".to_string(), |a| {
+                format!("{}:{} {:04o}", a.uid, a.gid, a.mode)
+            });
+            let _ = writeln!(
+                out,
+                "  {name}: {actual} (want {}:{} {}){}",
+                d.want_owner,
+                d.want_group,
+                d.want_mode,
+                d.problem
+                    .as_ref()
+                    .map_or(String::new(), |p| format!("  <- {p}"))
+            );
+        }
+    }
+    if let Some(b) = &s.bind {
+        let _ = writeln!(
+            out,
+            "bind:        {} {} {}{}",
+            b.target,
+            if b.is_bind {
+                "is the bind of"
+            } else {
+                "is NOT the bind of"
+            },
+            b.store_dir,
+            b.mounted_source
+                .as_ref()
+                .map_or(String::new(), |m| format!(" (mounted: {m})"))
+        );
+        let _ = writeln!(
+            out,
+            "marker:      {}",
+            if b.marker { "present" } else { "absent" }
+        );
+    }
+    match &s.last_run {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "last run:    {} (exit {}) at {}: {}",
+                r.outcome, r.exit_code, r.finished_at, r.message
+            );
+        }
+        None => out.push_str("last run:    none recorded\n"),
+    }
+    if s.ok {
+        out.push_str("status:      ok\n");
+    } else {
+        out.push_str("status:      NOT as configured\n");
+        for p in &s.problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    out
+}
+
+pub fn run(cfg: &Config, json: bool) -> Result<Exit> {
+    let s = gather(cfg);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", render(&s));
+    }
+    Ok(if s.ok {
+        Exit::Success
+    } else {
+        Exit::Unexpected
+    })
+}

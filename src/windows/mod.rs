@@ -1,0 +1,4 @@
+//! The Windows side: the trigger that asks Windows to attach the disk, and
+//! the generated PowerShell files.
+
+pub mod trigger;
