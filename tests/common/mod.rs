@@ -1,0 +1,294 @@
+//! Test harness: the real binary, real loop devices with real filesystems,
+//! each test in its own private mount namespace.
+//!
+//! A `Sandbox` is a sleeping process started with `unshare -m` (private
+//! propagation); every command of the test runs inside its namespace
+//! through `nsenter`. In there, tmpfs is mounted over /dev/disk (the test
+//! plays udev: it makes the by-id/by-uuid links itself, or none at all) and
+//! over /run/wsl-storage-mount (state and stamp). Dropping the sandbox kills
+//! its processes, which takes the namespace and every mount in it away, and
+//! detaches its loop devices, also when the test failed.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wsl-storage-mount");
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    holder: Child,
+    pub pid: u32,
+    loops: Vec<String>,
+    children: Vec<Child>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopDev {
+    /// e.g. /dev/loop7
+    pub node: String,
+    pub image: PathBuf,
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Skip (with a line saying why) where the test cannot run for real:
+/// not root (the Nix build sandbox), or the tools are missing.
+pub fn can_run() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: integration tests need root (loop devices, mounts, namespaces)");
+        return false;
+    }
+    for tool in ["unshare", "nsenter", "losetup", "mkfs.ext4", "mount"] {
+        if !have(tool) {
+            eprintln!("skipped: {tool} is not installed (apt-get install util-linux e2fsprogs)");
+            return false;
+        }
+    }
+    true
+}
+
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+impl Sandbox {
+    pub fn new() -> Option<Sandbox> {
+        if !can_run() {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("wsm-test-")
+            .tempdir_in(std::env::temp_dir())
+            .unwrap();
+        // Mount points for the tmpfs mounts made inside the namespace.
+        for d in ["/dev/disk", "/run/wsl-storage-mount"] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let holder = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "--", "sleep", "3600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let pid = holder.id();
+        // Wait until unshare has exec'd sleep in the new namespace.
+        let own = fs::read_link("/proc/self/ns/mnt").unwrap();
+        let start = Instant::now();
+        while fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().as_ref() == Some(&own)
+            || fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() != "sleep"
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "unshare did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let sb = Sandbox {
+            dir,
+            holder,
+            pid,
+            loops: Vec::new(),
+            children: Vec::new(),
+        };
+        sb.sh_ok(
+            "mount -t tmpfs -o mode=0755 sandbox-disk /dev/disk && mkdir -p /dev/disk/by-id /dev/disk/by-uuid /dev/disk/by-label \
+             && mount -t tmpfs -o mode=0755 sandbox-run /run/wsl-storage-mount",
+        );
+        Some(sb)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn nsenter(&self) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t").arg(self.pid.to_string()).arg("-m").arg("--");
+        cmd
+    }
+
+    /// Run a shell script inside the namespace.
+    pub fn sh(&self, script: &str) -> Output {
+        self.nsenter()
+            .args(["sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(out.status.success(), "`{script}` failed:\n{}", output_text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The helper command, inside the namespace, with this config.
+    pub fn helper_cmd(&self, config: &Path, args: &[&str]) -> Command {
+        let mut cmd = self.nsenter();
+        cmd.arg(BIN).arg("--config").arg(config).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn helper(&self, config: &Path, args: &[&str]) -> Output {
+        self.helper_cmd(config, args).output().unwrap()
+    }
+
+    /// Start the helper in the background (killed when the sandbox drops).
+    pub fn spawn_helper(&mut self, config: &Path, args: &[&str]) -> usize {
+        let child = self
+            .helper_cmd(config, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Wait for a background helper started with `spawn_helper`.
+    pub fn wait_helper(&mut self, idx: usize) -> Output {
+        let child = std::mem::replace(
+            &mut self.children[idx],
+            Command::new("true").spawn().unwrap(),
+        );
+        child.wait_with_output().unwrap()
+    }
+
+    /// Write a config file from a JSON value; logFile defaults into the sandbox.
+    pub fn config(&self, name: &str, mut value: serde_json::Value) -> PathBuf {
+        let obj = value.as_object_mut().expect("config must be an object");
+        obj.entry("logFile")
+            .or_insert_with(|| self.path("wsl-mount.log").display().to_string().into());
+        let path = self.path(name);
+        fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+        path
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.path("wsl-mount.log")).unwrap_or_default()
+    }
+
+    /// An image file attached to a free loop device; `mkfs` is the command
+    /// that formats it (e.g. ["mkfs.ext4", "-q", "-L", "x"]), or empty.
+    pub fn loop_device(&mut self, size_mb: u64, mkfs: &[&str]) -> LoopDev {
+        let image = self.path(&format!("disk{}.img", self.loops.len()));
+        let f = fs::File::create(&image).unwrap();
+        f.set_len(size_mb << 20).unwrap();
+        drop(f);
+        if !mkfs.is_empty() {
+            let out = Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image).output().unwrap();
+            assert!(out.status.success(), "{mkfs:?}: {}", output_text(&out));
+        }
+        self.attach(&image)
+    }
+
+    /// Attach an existing image to a loop device.
+    pub fn attach(&mut self, image: &Path) -> LoopDev {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {}", output_text(&out));
+        let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        self.loops.push(node.clone());
+        LoopDev {
+            node,
+            image: image.to_path_buf(),
+        }
+    }
+
+    /// Make a symlink inside the namespace (e.g. a by-id link in /dev/disk).
+    pub fn link(&self, link: &str, target: &str) {
+        self.sh_ok(&format!("mkdir -p \"$(dirname '{link}')\" && ln -sfn '{target}' '{link}'"));
+    }
+
+    /// /proc/self/mountinfo as seen inside the namespace.
+    pub fn mountinfo(&self) -> String {
+        self.sh_ok("cat /proc/self/mountinfo")
+    }
+
+    /// How many mounts are at `path` inside the namespace.
+    pub fn mounts_at(&self, path: &str) -> usize {
+        self.mountinfo()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(path))
+            .count()
+    }
+
+    /// The filesystem type mounted at `path`, if any (the top mount).
+    pub fn fstype_at(&self, path: &str) -> Option<String> {
+        self.mountinfo()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(path))
+            .last()
+            .and_then(|l| l.split(" - ").nth(1))
+            .and_then(|rest| rest.split(' ').next())
+            .map(String::from)
+    }
+
+    /// Options of the top mount at `path`.
+    pub fn options_at(&self, path: &str) -> Option<String> {
+        self.mountinfo()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(path))
+            .last()
+            .and_then(|l| l.split(' ').nth(5))
+            .map(String::from)
+    }
+
+    /// A fake Windows executable: a shell script at `path` (mode 0755).
+    pub fn fake_exe(&self, path: &Path, script: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Read the state file written by `mount` (inside the namespace).
+    pub fn state(&self) -> serde_json::Value {
+        let text = self.sh_ok("cat /run/wsl-storage-mount/state.json");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn stamp_exists(&self) -> bool {
+        self.sh("test -e /run/wsl-storage-mount/bind-ok").status.success()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        // The namespace is gone with its last process, and its mounts with
+        // it; a loop device still busy is detached by the kernel when freed.
+        for node in &self.loops {
+            let _ = Command::new("losetup").arg("-d").arg(node).output();
+        }
+    }
+}
+
+/// A fresh random UUID for a test's filesystem.
+pub fn new_uuid() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap()
+        .trim()
+        .to_string()
+}
