@@ -12,8 +12,8 @@ use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmod, fstat, mkdirat, Mode};
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, Mode};
 use nix::unistd::{fchown, Gid, Group, Uid, User};
 use serde::Serialize;
 
@@ -67,6 +67,17 @@ fn open_dir_nofollow<Fd: AsFd>(parent: &Fd, name: &str) -> nix::Result<OwnedFd> 
     )
 }
 
+/// O_DIRECTORY|O_NOFOLLOW reports a symlink as ENOTDIR (or ELOOP): look
+/// at the entry itself to tell the user which it is.
+fn is_symlink<Fd: AsFd>(parent: &Fd, name: &str) -> bool {
+    fstatat(
+        parent.as_fd(),
+        OsStr::new(name),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+}
+
 fn open_mount_point(cfg: &Config) -> Result<OwnedFd> {
     let file = File::open(&cfg.mount_point)
         .with_context(|| format!("opening mount point {}", cfg.mount_point))?;
@@ -86,8 +97,10 @@ pub fn inspect(cfg: &Config, name: &str) -> Result<Option<DirState>, String> {
             }))
         }
         Err(Errno::ENOENT) => Ok(None),
-        Err(Errno::ELOOP) => Err("is a symlink".into()),
-        Err(Errno::ENOTDIR) => Err("is not a directory".into()),
+        Err(Errno::ELOOP | Errno::ENOTDIR) if is_symlink(&parent, name) => {
+            Err("is a symlink".into())
+        }
+        Err(Errno::ELOOP | Errno::ENOTDIR) => Err("is not a directory".into()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -140,17 +153,13 @@ fn prepare(cfg: &Config, parent: &OwnedFd, name: &str, spec: &InstanceDir) -> Re
     }
     let dir = match open_dir_nofollow(parent, name) {
         Ok(fd) => fd,
-        Err(Errno::ELOOP) => {
-            return Err(fail(
-                Exit::Mount,
-                format!("{path} is a symlink; refusing to use it or change what it points to. Remove the link (rm {path}) and start the service again"),
-            ))
-        }
-        Err(Errno::ENOTDIR) => {
-            return Err(fail(
-                Exit::Mount,
-                format!("{path} exists and is not a directory; move it away and start the service again"),
-            ))
+        Err(Errno::ELOOP | Errno::ENOTDIR) => {
+            let what = if is_symlink(parent, name) {
+                format!("{path} is a symlink; refusing to use it or change what it points to. Remove the link (rm {path}) and start the service again")
+            } else {
+                format!("{path} exists and is not a directory; move it away and start the service again")
+            };
+            return Err(fail(Exit::Mount, what));
         }
         Err(e) => return Err(e).with_context(|| format!("opening {path}")),
     };

@@ -17,7 +17,7 @@ use crate::device::Found;
 use crate::exit::{fail, Exit};
 use crate::mountinfo;
 use crate::mountopts;
-use crate::probe::FsInfo;
+use crate::probe::{self, FsInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mounted {
@@ -217,6 +217,22 @@ fn run_fsck(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<()> {
                 ),
             ))
         }
+    }
+    if fs_info.has_errors {
+        // Say what fsck achieved: the recorded error state must be gone.
+        let after = probe::probe_path(&dev.node)
+            .with_context(|| format!("reading the superblock of {}", dev.node.display()))?;
+        if after.is_some_and(|a| a.has_errors) {
+            return Err(fail(
+                Exit::Filesystem,
+                format!(
+                    "{tool} -p {} finished but the filesystem still records errors; run `{tool} -f {}` by hand",
+                    dev.node.display(),
+                    dev.node.display()
+                ),
+            ));
+        }
+        log::info!("{tool}: the recorded errors were checked and cleared; the filesystem is clean");
     }
     Ok(())
 }

@@ -33,14 +33,22 @@ fn device_present_is_mounted_with_dirs_and_second_run_changes_nothing() {
     assert_eq!(sb.fstype_at(&mp).as_deref(), Some("ext4"));
     let opts = sb.options_at(&mp).unwrap();
     assert!(opts.contains("noatime") && opts.contains("nodev"), "{opts}");
-    let stat = sb.sh_ok(&format!("stat -c '%u %g %a' {mp}/nixos-wsl-main {mp}/nixos-wsl-dev"));
+    let stat = sb.sh_ok(&format!(
+        "stat -c '%u %g %a' {mp}/nixos-wsl-main {mp}/nixos-wsl-dev"
+    ));
     assert_eq!(stat, "0 0 755\n1000 100 700\n");
     let state = sb.state();
     assert_eq!(state["outcome"], "mounted");
     assert_eq!(state["mountedNow"], true);
     assert_eq!(state["device"], dev.node.as_str());
     let log = sb.log();
-    for step in ["mount: starting", "found", "mounting", "instance dir", "mount: mounted"] {
+    for step in [
+        "mount: starting",
+        "found",
+        "mounting",
+        "instance dir",
+        "mount: mounted",
+    ] {
         assert!(log.contains(step), "log lacks {step:?}:\n{log}");
     }
 
@@ -50,10 +58,432 @@ fn device_present_is_mounted_with_dirs_and_second_run_changes_nothing() {
     assert_eq!(sb.mounts_at(&mp), 1);
     assert_eq!(sb.state()["mountedNow"], false);
     assert_eq!(
-        sb.sh_ok(&format!("stat -c '%u %g %a' {mp}/nixos-wsl-main {mp}/nixos-wsl-dev")),
+        sb.sh_ok(&format!(
+            "stat -c '%u %g %a' {mp}/nixos-wsl-main {mp}/nixos-wsl-dev"
+        )),
         stat
     );
 
     let out = sb.helper(&cfg, &["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+}
+
+fn ext4(sb: &mut Sandbox, uuid: &str) -> common::LoopDev {
+    sb.loop_device(64, &["mkfs.ext4", "-q", "-U", uuid])
+}
+
+fn basic_config(sb: &Sandbox, extra: serde_json::Value) -> std::path::PathBuf {
+    let mut cfg = json!({
+        "deviceId": "nvme-FAKE_NVMe_0001",
+        "mountPoint": sb.path("storage").display().to_string(),
+        "waitTimeout": 5,
+        "fsck": false,
+        "instanceDirs": {"nixos-wsl-main": {"owner": "root", "group": "root", "mode": "0755"}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    sb.config("config.json", cfg)
+}
+
+#[test]
+fn device_appearing_a_second_after_start_is_mounted() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let mp = sb.path("storage").display().to_string();
+    // (a) The by-id link appears late (inotify on /dev/disk/by-id).
+    let dev = ext4(&mut sb, &common::new_uuid());
+    let cfg = basic_config(&sb, json!({"waitTimeout": 10}));
+    let started = std::time::Instant::now();
+    let run = sb.spawn_helper(&cfg, &["mount"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let out = sb.wait_helper(run);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "it waited for the timeout"
+    );
+    assert_eq!(sb.mounts_at(&mp), 1);
+    let log = sb.log();
+    assert!(log.contains("waiting up to 10 s"), "{log}");
+    assert!(log.contains("device appeared after"), "{log}");
+    sb.sh_ok(&format!("umount {mp}"));
+
+    // (b) No links at all; the disk itself is attached late and found by
+    // probing for its UUID (udev off, as on NixOS-WSL by default).
+    let uuid = common::new_uuid();
+    let image = sb.path("late.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    sb.sh_ok(&format!("mkfs.ext4 -q -U {uuid} {}", image.display()));
+    let cfg = sb.config(
+        "late.json",
+        json!({"fsUuid": uuid, "mountPoint": mp, "waitTimeout": 10, "fsck": false}),
+    );
+    let started = std::time::Instant::now();
+    let run = sb.spawn_helper(&cfg, &["mount"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let late = sb.attach(&image);
+    let out = sb.wait_helper(run);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "it waited for the timeout"
+    );
+    assert_eq!(sb.state()["device"], late.node.as_str());
+    assert_eq!(sb.mounts_at(&mp), 1);
+}
+
+#[test]
+fn device_that_never_appears_exits_3_or_degrades_with_fallback() {
+    let Some(sb) = Sandbox::new() else { return };
+    let mp = sb.path("storage").display().to_string();
+    let cfg = basic_config(&sb, json!({"waitTimeout": 2, "fsUuid": common::new_uuid()}));
+    let started = std::time::Instant::now();
+    let out = sb.helper(&cfg, &["mount"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(
+        took >= std::time::Duration::from_secs(2),
+        "gave up early: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "overran waitTimeout: {took:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("device not found after 2 s"), "{stderr}");
+    assert!(
+        last.contains("/dev/disk/by-id/nvme-FAKE_NVMe_0001"),
+        "{last}"
+    );
+    assert!(last.contains("Next:"), "{last}");
+    assert_eq!(sb.mounts_at(&mp), 0);
+    assert_eq!(sb.state()["outcome"], "failed");
+    assert_eq!(sb.state()["exitCode"], 3);
+    assert!(!sb.stamp_exists());
+
+    let cfg = basic_config(
+        &sb,
+        json!({"waitTimeout": 1, "fsUuid": common::new_uuid(), "onMissing": "fallback", "bindMountNixStore": true, "nixStoreSubdir": "nixos-wsl-main"}),
+    );
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DEGRADED"),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(sb.state()["outcome"], "degraded");
+    assert_eq!(sb.mounts_at(&mp), 0);
+    assert!(!sb.stamp_exists(), "no stamp when degraded");
+    let status = sb.helper(&cfg, &["status", "--json"]);
+    assert_eq!(status.status.code(), Some(1));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["lastRun"]["outcome"], "degraded");
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn no_filesystem_or_the_wrong_one_exits_4_and_leaves_the_bytes_alone() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let mp = sb.path("storage").display().to_string();
+    let mut cases: Vec<(&str, common::LoopDev)> = Vec::new();
+    // Random bytes, no filesystem.
+    let blank = sb.loop_device(16, &[]);
+    sb.sh_ok(&format!(
+        "head -c 1048576 /dev/urandom | dd of={} bs=64k conv=notrunc status=none",
+        blank.image.display()
+    ));
+    cases.push(("no filesystem", blank));
+    if common::have_tool("mkfs.vfat") {
+        cases.push(("holds vfat", sb.loop_device(40, &["mkfs.vfat"])));
+    } else {
+        eprintln!("vfat case skipped: mkfs.vfat missing (apt-get install dosfstools)");
+    }
+    if common::have_tool("mkfs.xfs") {
+        cases.push(("holds xfs", sb.loop_device(320, &["mkfs.xfs", "-q", "-f"])));
+    } else {
+        eprintln!("xfs case skipped: mkfs.xfs missing (apt-get install xfsprogs)");
+    }
+    assert!(
+        cases.len() >= 2 || !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "CI must install dosfstools or xfsprogs"
+    );
+    for (what, dev) in cases {
+        sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+        let before = sha256(&dev.image);
+        let cfg = basic_config(&sb, json!({"fsck": true}));
+        let out = sb.helper(&cfg, &["mount"]);
+        assert_eq!(out.status.code(), Some(4), "{what}: {}", output_text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(what) && stderr.contains(&dev.node),
+            "{what}: {stderr}"
+        );
+        assert_eq!(sb.mounts_at(&mp), 0, "{what}");
+        assert_eq!(
+            sha256(&dev.image),
+            before,
+            "{what}: the device's bytes changed"
+        );
+    }
+}
+
+#[test]
+fn a_foreign_mount_point_exits_5_and_the_same_device_is_accepted() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let mp = sb.path("storage").display().to_string();
+    let cfg = basic_config(&sb, json!({}));
+
+    // Something else is mounted there.
+    sb.sh_ok(&format!("mkdir -p {mp} && mount -t tmpfs other {mp}"));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is taken by other"),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(sb.mounts_at(&mp), 1, "nothing stacked on the tmpfs");
+    assert_eq!(sb.fstype_at(&mp).as_deref(), Some("tmpfs"));
+    sb.sh_ok(&format!("umount {mp}"));
+
+    // The same device, mounted by "another instance".
+    sb.sh_ok(&format!("mount -t ext4 {} {mp}", dev.node));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(sb.mounts_at(&mp), 1, "no second mount stacked");
+    assert!(sb.log().contains("already mounted"), "{}", sb.log());
+    assert_eq!(sb.state()["mountedNow"], false);
+}
+
+#[test]
+fn a_symlink_in_an_instance_dirs_place_is_refused_and_the_victim_untouched() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let mp = sb.path("storage").display().to_string();
+    let victim = sb.path("victim").display().to_string();
+    sb.sh_ok(&format!(
+        "mkdir -p {victim} && chown 4242:4242 {victim} && chmod 0751 {victim}"
+    ));
+    // Plant the link on the disk itself, where the instance dir belongs.
+    sb.sh_ok(&format!(
+        "mkdir -p {mp} && mount {} {mp} && ln -s {victim} {mp}/nixos-wsl-dev && touch {mp}/not-a-dir && umount {mp}",
+        dev.node
+    ));
+    let cfg = basic_config(
+        &sb,
+        json!({"instanceDirs": {
+            "nixos-wsl-main": {"owner": 0, "group": 0, "mode": "0755"},
+            "nixos-wsl-dev": {"owner": 1000, "group": 100, "mode": "0700"},
+            "not-a-dir": {"owner": 1000, "group": 100, "mode": "0700"},
+        }}),
+    );
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nixos-wsl-dev is a symlink"), "{stderr}");
+    assert!(
+        stderr.contains("not-a-dir exists and is not a directory"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sb.sh_ok(&format!("stat -c '%u %g %a' {victim}")),
+        "4242 4242 751\n"
+    );
+    // The link is left as it was; the good dir was still prepared.
+    assert_eq!(
+        sb.sh_ok(&format!("readlink {mp}/nixos-wsl-dev")).trim(),
+        victim
+    );
+    assert_eq!(
+        sb.sh_ok(&format!("stat -c '%u %g %a' {mp}/nixos-wsl-main")),
+        "0 0 755\n"
+    );
+    assert!(!sb.stamp_exists());
+}
+
+#[test]
+fn two_runs_started_together_make_one_mount() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let mp = sb.path("storage").display().to_string();
+    let cfg = basic_config(&sb, json!({"fsck": true}));
+    for round in 0..3 {
+        let a = sb.spawn_helper(&cfg, &["mount"]);
+        let b = sb.spawn_helper(&cfg, &["mount"]);
+        let (a, b) = (sb.wait_helper(a), sb.wait_helper(b));
+        assert_eq!(
+            a.status.code(),
+            Some(0),
+            "round {round}: {}",
+            output_text(&a)
+        );
+        assert_eq!(
+            b.status.code(),
+            Some(0),
+            "round {round}: {}",
+            output_text(&b)
+        );
+        assert_eq!(sb.mounts_at(&mp), 1, "round {round}");
+        sb.sh_ok(&format!("umount {mp}"));
+    }
+}
+
+#[test]
+fn bad_configs_exit_2_naming_each_key() {
+    let Some(sb) = Sandbox::new() else { return };
+    let cases = [
+        (
+            json!({"fsUuid": "abcd-1234", "colour": "blue"}),
+            vec!["colour"],
+        ),
+        (
+            json!({"fsUuid": "abcd-1234", "mountPoint": "mnt/storage"}),
+            vec!["mountPoint"],
+        ),
+        (
+            json!({"fsUuid": "abcd-1234", "nixStoreSubdir": "../x", "instanceDirs": {}}),
+            vec!["nixStoreSubdir"],
+        ),
+        (
+            json!({"fsUuid": "abcd-1234", "nixStoreSubdir": "a/b", "instanceDirs": {}}),
+            vec!["nixStoreSubdir"],
+        ),
+        (json!({"mountPoint": "/mnt/wsl/storage"}), vec!["device"]),
+        (
+            json!({"fsUuid": "abcd-1234", "instanceDirs": {"d": {"mode": "0999"}}}),
+            vec!["instanceDirs.d.mode"],
+        ),
+        (
+            json!({"deviceId": "a/b", "waitTimeout": -1, "instanceDirs": {"..": {}}, "onMissing": "later"}),
+            vec!["deviceId", "waitTimeout", "instanceDirs...", "onMissing"],
+        ),
+    ];
+    for (i, (value, keys)) in cases.into_iter().enumerate() {
+        let cfg = sb.path(&format!("bad{i}.json"));
+        std::fs::write(&cfg, value.to_string()).unwrap();
+        for cmd in ["check", "mount"] {
+            let out = sb.helper(&cfg, &[cmd]);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{cmd} {value}: {}",
+                output_text(&out)
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            for key in &keys {
+                assert!(
+                    stderr.contains(&format!("- {key}:")),
+                    "{cmd} {value}: {key} not named in\n{stderr}"
+                );
+            }
+        }
+    }
+    // A good config passes check without touching anything.
+    let good = sb.path("good.json");
+    std::fs::write(&good, json!({"fsLabel": "wsl-storage"}).to_string()).unwrap();
+    let out = sb.helper(&good, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    // A missing config file is a config problem too.
+    let out = sb.helper(&sb.path("absent.json"), &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+}
+
+#[test]
+fn fsck_repairs_a_filesystem_marked_with_errors_before_mounting() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.sh_ok(&format!("tune2fs -E force_fsck {}", dev.node));
+    assert!(sb
+        .sh_ok(&format!("dumpe2fs -h {} 2>/dev/null", dev.node))
+        .contains("with errors"));
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let mp = sb.path("storage").display().to_string();
+    let cfg = basic_config(&sb, json!({"fsck": true}));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(sb.mounts_at(&mp), 1);
+    let log = sb.log();
+    assert!(
+        log.contains("running fsck.ext4 -p") && log.contains("records errors"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the recorded errors were checked and cleared"),
+        "{log}"
+    );
+    sb.sh_ok(&format!("umount {mp}"));
+    let state = sb.sh_ok(&format!(
+        "dumpe2fs -h {} 2>/dev/null | grep '^Filesystem state'",
+        dev.node
+    ));
+    assert!(
+        state.contains("clean") && !state.contains("errors"),
+        "{state}"
+    );
+}
+
+#[test]
+fn without_udev_links_the_uuid_or_label_is_found_by_probing() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let label = format!("wsm{}", &uuid[..8]);
+    let dev = sb.loop_device(64, &["mkfs.ext4", "-q", "-U", &uuid, "-L", &label]);
+    let mp = sb.path("storage").display().to_string();
+    // No links at all: /dev/disk is an empty tmpfs in the sandbox.
+    for identity in [
+        json!({"fsUuid": uuid.to_uppercase()}),
+        json!({"fsLabel": label}),
+    ] {
+        let mut cfg = json!({"mountPoint": mp, "waitTimeout": 3, "fsck": false});
+        for (k, v) in identity.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let cfg = sb.config("probe.json", cfg);
+        let out = sb.helper(&cfg, &["mount"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{identity}: {}",
+            output_text(&out)
+        );
+        assert_eq!(sb.state()["device"], dev.node.as_str());
+        assert!(sb.state()["foundVia"]
+            .as_str()
+            .unwrap()
+            .contains("by probing"));
+        sb.sh_ok(&format!("umount {mp}"));
+    }
+    // A by-uuid link pointing at the wrong disk is caught by the UUID check.
+    let other = ext4(&mut sb, &common::new_uuid());
+    sb.link(&format!("/dev/disk/by-id/nvme-FAKE_NVMe_0001"), &other.node);
+    let cfg = sb.config("wrong.json", json!({"deviceId": "nvme-FAKE_NVMe_0001", "fsUuid": uuid, "mountPoint": mp, "waitTimeout": 1}));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the configured fsUuid"));
+    assert_eq!(sb.mounts_at(&mp), 0);
 }

@@ -91,9 +91,15 @@ impl Sandbox {
         let own = fs::read_link("/proc/self/ns/mnt").unwrap();
         let start = Instant::now();
         while fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().as_ref() == Some(&own)
-            || fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() != "sleep"
+            || fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap_or_default()
+                .trim()
+                != "sleep"
         {
-            assert!(start.elapsed() < Duration::from_secs(10), "unshare did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "unshare did not start"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let sb = Sandbox {
@@ -131,7 +137,11 @@ impl Sandbox {
 
     pub fn sh_ok(&self, script: &str) -> String {
         let out = self.sh(script);
-        assert!(out.status.success(), "`{script}` failed:\n{}", output_text(&out));
+        assert!(
+            out.status.success(),
+            "`{script}` failed:\n{}",
+            output_text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -190,7 +200,11 @@ impl Sandbox {
         f.set_len(size_mb << 20).unwrap();
         drop(f);
         if !mkfs.is_empty() {
-            let out = Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image).output().unwrap();
+            let out = Command::new(mkfs[0])
+                .args(&mkfs[1..])
+                .arg(&image)
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{mkfs:?}: {}", output_text(&out));
         }
         self.attach(&image)
@@ -214,7 +228,9 @@ impl Sandbox {
 
     /// Make a symlink inside the namespace (e.g. a by-id link in /dev/disk).
     pub fn link(&self, link: &str, target: &str) {
-        self.sh_ok(&format!("mkdir -p \"$(dirname '{link}')\" && ln -sfn '{target}' '{link}'"));
+        self.sh_ok(&format!(
+            "mkdir -p \"$(dirname '{link}')\" && ln -sfn '{target}' '{link}'"
+        ));
     }
 
     /// /proc/self/mountinfo as seen inside the namespace.
@@ -265,7 +281,9 @@ impl Sandbox {
     }
 
     pub fn stamp_exists(&self) -> bool {
-        self.sh("test -e /run/wsl-storage-mount/bind-ok").status.success()
+        self.sh("test -e /run/wsl-storage-mount/bind-ok")
+            .status
+            .success()
     }
 }
 
@@ -291,4 +309,8 @@ pub fn new_uuid() -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+pub fn have_tool(tool: &str) -> bool {
+    have(tool)
 }

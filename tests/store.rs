@@ -1,0 +1,162 @@
+//! The store guard (`mount` with bindMountNixStore) and the marker step
+//! (`mark`), against a real ext4 loop device and a real bind mount.
+
+mod common;
+
+use common::{output_text, Sandbox};
+use serde_json::json;
+
+const CLOSURE: &[&str] = &[
+    "/nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-glibc-2.40",
+    "/nix/store/1a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-bash-5.2",
+    "/nix/store/2a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-systemd-257",
+    "/nix/store/3a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-nixos-system-main",
+];
+
+/// A mounted storage disk whose `nixos-wsl-main` holds a store with
+/// `present` of the closure, and a fake nix-store printing the closure.
+fn setup(sb: &mut Sandbox, present: usize, extra: serde_json::Value) -> std::path::PathBuf {
+    let uuid = common::new_uuid();
+    let dev = sb.loop_device(64, &["mkfs.ext4", "-q", "-U", &uuid]);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let mp = sb.path("storage").display().to_string();
+    let mut script = format!(
+        "mkdir -p {mp} && mount {} {mp} && mkdir -p {mp}/nixos-wsl-main/store {mp}/nixos-wsl-main/var/nix/db",
+        dev.node
+    );
+    for path in &CLOSURE[..present] {
+        let name = path.trim_start_matches("/nix/store/");
+        script.push_str(&format!(" && mkdir {mp}/nixos-wsl-main/store/{name}"));
+    }
+    script.push_str(&format!(" && umount {mp}"));
+    sb.sh_ok(&script);
+    let fake = sb.path("bin/nix-store");
+    let args_log = sb.path("nix-store.args");
+    sb.fake_exe(
+        &fake,
+        &format!(
+            "echo \"$@\" > {}\nprintf '%s\\n' {}",
+            args_log.display(),
+            CLOSURE.join(" ")
+        ),
+    );
+    let mut cfg = json!({
+        "deviceId": "nvme-FAKE_NVMe_0001",
+        "fsUuid": uuid,
+        "mountPoint": mp,
+        "waitTimeout": 3,
+        "bindMountNixStore": true,
+        "nixStoreSubdir": "nixos-wsl-main",
+        "nixStoreCommand": fake.display().to_string(),
+        "bindTarget": sb.path("nix").display().to_string(),
+        "instanceDirs": {"nixos-wsl-main": {"owner": "root", "group": "root", "mode": "0755"}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    sb.config("config.json", cfg)
+}
+
+#[test]
+fn a_store_missing_part_of_the_closure_is_refused_with_exit_6() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let cfg = setup(&mut sb, 2, json!({}));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 of 4 paths in the closure of /run/booted-system are missing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(CLOSURE[2]),
+        "names the first missing path: {stderr}"
+    );
+    assert!(
+        stderr.contains("rsync -aHAX"),
+        "says how to migrate: {stderr}"
+    );
+    assert!(!sb.stamp_exists());
+    assert_eq!(sb.state()["outcome"], "failed");
+    assert_eq!(sb.state()["exitCode"], 6);
+    // The storage itself is mounted; only the bind is refused.
+    assert_eq!(sb.mounts_at(&sb.path("storage").display().to_string()), 1);
+    let args = std::fs::read_to_string(sb.path("nix-store.args")).unwrap();
+    assert_eq!(args.trim(), "--query --requisites /run/booted-system");
+}
+
+#[test]
+fn a_dir_that_is_no_store_is_refused_and_a_stale_stamp_removed() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let cfg = setup(&mut sb, 4, json!({}));
+    sb.sh_ok("echo old > /run/wsl-storage-mount/bind-ok");
+    let mp = sb.path("storage").display().to_string();
+    sb.sh_ok(&format!(
+        "mount /dev/disk/by-id/nvme-FAKE_NVMe_0001 {mp} && rm -r {mp}/nixos-wsl-main/var && umount {mp}"
+    ));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("var/nix/db is not a directory"));
+    assert!(!sb.stamp_exists(), "the stale stamp survived a failed run");
+}
+
+#[test]
+fn the_whole_closure_gets_the_stamp_and_mark_writes_the_marker_only_on_the_bind() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let cfg = setup(&mut sb, 4, json!({}));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(sb.stamp_exists());
+    assert_eq!(sb.state()["storeVerified"], true);
+    let mp = sb.path("storage").display().to_string();
+    let nix = sb.path("nix").display().to_string();
+
+    // Before the bind: block mode refuses to mark (nix-daemon stays off).
+    sb.sh_ok(&format!("mkdir -p {nix} && touch {nix}/.mounted"));
+    let out = sb.helper(&cfg, &["mark"]);
+    assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
+    assert!(
+        !sb.path("nix/.mounted").exists(),
+        "a stale marker on the unbound dir must go"
+    );
+
+    // What nix.mount does: bind the instance dir over the target.
+    sb.sh_ok(&format!("mount --bind {mp}/nixos-wsl-main {nix}"));
+    let out = sb.helper(&cfg, &["mark"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(sb
+        .sh_ok(&format!("cat {nix}/.mounted"))
+        .contains("is the bind of"));
+    // The marker lives on the storage disk, not on the dir underneath.
+    assert!(sb
+        .sh_ok(&format!("cat {mp}/nixos-wsl-main/.mounted"))
+        .contains("is the bind of"));
+
+    let status = sb.helper(&cfg, &["status", "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", output_text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["bind"]["isBind"], true);
+    assert_eq!(status["bind"]["marker"], true);
+
+    // A bind of another directory is not the bind.
+    sb.sh_ok(&format!(
+        "umount {nix} && mkdir -p {mp}/other && mount --bind {mp}/other {nix}"
+    ));
+    let out = sb.helper(&cfg, &["mark"]);
+    assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
+    let status = sb.helper(&cfg, &["status"]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("is NOT the bind of"));
+}
+
+#[test]
+fn fallback_mark_goes_on_without_the_bind() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let cfg = setup(&mut sb, 4, json!({"onMissing": "fallback"}));
+    let nix = sb.path("nix").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {nix} && touch {nix}/.mounted"));
+    let out = sb.helper(&cfg, &["mark"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEGRADED"));
+    assert!(!sb.path("nix/.mounted").exists(), "a stale marker must go");
+}
