@@ -1,0 +1,13 @@
+# The NixOS module: mounts a disk attached with `wsl --mount --bare` at boot and
+# binds this instance's store over /nix before nix-daemon starts.
+# Importable with or without flakes: `imports = [ "${wsl-storage-mount}/nixos" ];`.
+{
+  imports = [
+    ./options.nix
+    ./config-file.nix
+    ./boot-chain.nix
+    ./windows.nix
+    ./logrotate.nix
+    ./assertions.nix
+  ];
+}
