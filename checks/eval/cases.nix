@@ -1,0 +1,688 @@
+# The evaluation tests. Each case: the modules to add to the module under
+# test, and `checks = config: [ (expect "what must hold" bool) ... ]`.
+# `stubOnly` cases look at what only the stubs record (builder arguments, an
+# otherwise empty system); `fullOnly` cases need real NixOS (systemd.units).
+# Each case runs against the stubs (run.sh) and, unless stubOnly, against
+# real NixOS in `nix flake check` (checks/default.nix).
+{ lib }:
+
+let
+  inherit (lib)
+    all
+    any
+    elem
+    filter
+    hasInfix
+    hasPrefix
+    hasSuffix
+    length
+    ;
+
+  expect = what: ok: { inherit what ok; };
+
+  uuid = "3d2f8c1e-7b4a-4e59-a0c6-5f1b2e9d8a47";
+
+  base = {
+    networking.hostName = "testhost";
+    wslStorageMount = {
+      enable = true;
+      fsUuid = uuid;
+    };
+  };
+
+  # What nixpkgs' nix-daemon module sets; the module must leave it alone.
+  nixpkgsNixDaemon = {
+    systemd.services.nix-daemon.unitConfig.RequiresMountsFor = "/nix/store";
+  };
+
+  stamp = "/run/wsl-storage-mount/bind-ok";
+  marker = "nix-mount-marker.service";
+  helperService = "wsl-storage-mount.service";
+
+  contractKeys = [
+    "device"
+    "deviceId"
+    "fsUuid"
+    "fsLabel"
+    "mountPoint"
+    "fsType"
+    "mountOptions"
+    "waitTimeout"
+    "fsck"
+    "instanceDirs"
+    "bindMountNixStore"
+    "nixStoreSubdir"
+    "nixStoreCommand"
+    "bindTarget"
+    "onMissing"
+    "diskSerialNumber"
+    "mountName"
+    "logFile"
+    "windows"
+  ];
+  windowsKeys = [
+    "trigger"
+    "taskName"
+    "scriptPath"
+    "schtasksPath"
+    "powershellPath"
+    "triggerAttempts"
+    "triggerTimeout"
+    "logPath"
+  ];
+
+  svc = config: config.systemd.services.wsl-storage-mount;
+  markerSvc = config: config.systemd.services.nix-mount-marker;
+  mountsAt = where: config: filter (m: m.where == where) config.systemd.mounts;
+  bindAt = where: config: builtins.head (mountsAt where config);
+
+  helperCommand =
+    config: command:
+    "${lib.getExe config.wslStorageMount.package} --config ${config.wslStorageMount.configFile} ${command}";
+
+  # The failed assertions of this module (NixOS has its own as well).
+  ourFailures =
+    config:
+    filter (message: hasInfix "wslStorageMount" message) (
+      map (a: a.message) (filter (a: !a.assertion) config.assertions)
+    );
+
+  # A case whose settings must fail exactly one assertion of ours, naming `option`.
+  failsOnly = option: modules: {
+    modules = [ base ] ++ modules;
+    checks = config: [
+      (expect "an assertion fires that names ${option}" (
+        any (hasInfix option) (ourFailures config)
+      ))
+      (expect "exactly one assertion of the module fires" (length (ourFailures config) == 1))
+    ];
+  };
+
+  dependencyLists =
+    unitDef: unitDef.after ++ unitDef.before ++ unitDef.requires ++ unitDef.wants ++ unitDef.wantedBy;
+in
+{
+  helper-service = {
+    modules = [ base ];
+    checks = config: [
+      (expect "wsl-storage-mount.service has DefaultDependencies=no" (
+        (svc config).unitConfig.DefaultDependencies == false
+      ))
+      (expect "wsl-storage-mount.service is Type=oneshot" ((svc config).serviceConfig.Type == "oneshot"))
+      (expect "wsl-storage-mount.service has RemainAfterExit" (
+        (svc config).serviceConfig.RemainAfterExit == true
+      ))
+      (expect "TimeoutStartSec is above waitTimeout (60)" (
+        (svc config).serviceConfig.TimeoutStartSec > 60
+      ))
+      (expect "it runs before local-fs.target" (elem "local-fs.target" (svc config).before))
+      (expect "it runs before nix.mount" (elem "nix.mount" (svc config).before))
+      (expect "it runs before systemd-tmpfiles-setup.service" (
+        elem "systemd-tmpfiles-setup.service" (svc config).before
+      ))
+      (expect "it runs after systemd-udev-trigger.service" (
+        elem "systemd-udev-trigger.service" (svc config).after
+      ))
+      (expect "it wants systemd-udevd.service" (elem "systemd-udevd.service" (svc config).wants))
+      (expect "it conflicts with shutdown.target" (elem "shutdown.target" (svc config).conflicts))
+      (expect "it is ordered before shutdown.target" (elem "shutdown.target" (svc config).before))
+      (expect "local-fs.target wants it" (elem "local-fs.target" (svc config).wantedBy))
+      (expect "ExecStart is the helper's mount with --config" (
+        (svc config).serviceConfig.ExecStart == helperCommand config "mount"
+      ))
+      (expect "util-linux is on its PATH" (
+        any (p: lib.getName p == "util-linux") (svc config).path
+      ))
+      (expect "the ext4 fsck (e2fsprogs) is on its PATH" (
+        any (p: lib.getName p == "e2fsprogs") (svc config).path
+      ))
+      (expect "a switch does not restart it" ((svc config).restartIfChanged == false))
+      (expect "udev is on" config.services.udev.enable)
+      (expect "the helper is in systemPackages" (
+        elem "${config.wslStorageMount.package}" (map toString config.environment.systemPackages)
+      ))
+    ];
+  };
+
+  timeout-follows-wait = {
+    modules = [
+      base
+      { wslStorageMount.waitTimeout = 300; }
+    ];
+    checks = config: [
+      (expect "TimeoutStartSec is above waitTimeout (300)" (
+        (svc config).serviceConfig.TimeoutStartSec > 300
+      ))
+    ];
+  };
+
+  fsck-tools-follow-fstype = {
+    modules = [
+      base
+      { wslStorageMount.fsType = "xfs"; }
+    ];
+    checks = config: [
+      (expect "xfsprogs is on the PATH for fsType xfs" (
+        any (p: lib.getName p == "xfsprogs") (svc config).path
+      ))
+      (expect "e2fsprogs is not needed for xfs" (
+        !(any (p: lib.getName p == "e2fsprogs") (svc config).path)
+      ))
+    ];
+  };
+
+  bind-mount = {
+    modules = [ base ];
+    checks =
+      config:
+      let
+        bind = bindAt "/nix" config;
+      in
+      [
+        (expect "exactly one mount unit has where = /nix" (length (mountsAt "/nix" config) == 1))
+        (expect "it binds mountPoint/nixStoreSubdir" (
+          bind.what == "/mnt/wsl/storage/nixos-wsl-testhost"
+        ))
+        (expect "it is a plain bind" (bind.type == "none" && bind.options == "bind"))
+        (expect "it requires wsl-storage-mount.service (block)" (elem helperService bind.requires))
+        (expect "it is ordered after wsl-storage-mount.service" (elem helperService bind.after))
+        (expect "it is ordered before local-fs.target" (elem "local-fs.target" bind.before))
+        (expect "local-fs.target wants it" (elem "local-fs.target" bind.wantedBy))
+        (expect "it only proceeds when the helper wrote its stamp" (
+          bind.unitConfig.ConditionPathExists == stamp
+        ))
+        (expect "removing it in a switch does not unmount /nix" (
+          bind.unitConfig."X-StopOnRemoval" == false
+        ))
+        (expect "no automount or idle timeout in its options" (
+          !(hasInfix "automount" bind.options) && !(hasInfix "idle-timeout" bind.options)
+        ))
+        (expect "no automount unit at or under /nix" (
+          all (a: !(a.where == "/nix" || hasPrefix "/nix/" a.where)) config.systemd.automounts
+        ))
+        (expect "no fileSystems.\"/nix\"" (!(config.fileSystems ? "/nix")))
+      ];
+  };
+
+  marker = {
+    modules = [ base ];
+    checks = config: [
+      (expect "nix-mount-marker.service is Type=oneshot" (
+        (markerSvc config).serviceConfig.Type == "oneshot"
+      ))
+      (expect "the marker has RemainAfterExit" ((markerSvc config).serviceConfig.RemainAfterExit == true))
+      (expect "the marker has DefaultDependencies=no" (
+        (markerSvc config).unitConfig.DefaultDependencies == false
+      ))
+      (expect "the marker runs after nix.mount" (elem "nix.mount" (markerSvc config).after))
+      (expect "the marker requires nix.mount (block)" (elem "nix.mount" (markerSvc config).requires))
+      (expect "the marker runs before nix-daemon.service" (
+        elem "nix-daemon.service" (markerSvc config).before
+      ))
+      (expect "the marker runs before nix-daemon.socket" (
+        elem "nix-daemon.socket" (markerSvc config).before
+      ))
+      (expect "something at boot wants the marker" ((markerSvc config).wantedBy != [ ]))
+      (expect "ExecStart is the helper's mark with --config" (
+        (markerSvc config).serviceConfig.ExecStart == helperCommand config "mark"
+      ))
+    ];
+  };
+
+  nix-daemon-block = {
+    modules = [
+      base
+      nixpkgsNixDaemon
+    ];
+    checks = config: [
+      (expect "nix-daemon.service is ordered after the marker" (
+        elem marker config.systemd.services.nix-daemon.after
+      ))
+      (expect "nix-daemon.service requires the marker" (
+        elem marker config.systemd.services.nix-daemon.requires
+      ))
+      (expect "nix-daemon.socket is ordered after the marker" (
+        elem marker config.systemd.sockets.nix-daemon.after
+      ))
+      (expect "nix-daemon.socket requires the marker" (
+        elem marker config.systemd.sockets.nix-daemon.requires
+      ))
+      (expect "RequiresMountsFor of nix-daemon.service is still nixpkgs' /nix/store" (
+        config.systemd.services.nix-daemon.unitConfig.RequiresMountsFor == "/nix/store"
+      ))
+      (expect "RequiresMountsFor is not set on nix-daemon.socket" (
+        !(config.systemd.sockets.nix-daemon.unitConfig ? RequiresMountsFor)
+      ))
+    ];
+  };
+
+  nix-daemon-fallback = {
+    modules = [
+      base
+      nixpkgsNixDaemon
+      { wslStorageMount.onMissing = "fallback"; }
+    ];
+    checks =
+      config:
+      let
+        bind = bindAt "/nix" config;
+      in
+      [
+        (expect "nix-daemon.service is ordered after the marker" (
+          elem marker config.systemd.services.nix-daemon.after
+        ))
+        (expect "nix-daemon.service does not require the marker" (
+          !(elem marker config.systemd.services.nix-daemon.requires)
+        ))
+        (expect "nix-daemon.socket is ordered after the marker" (
+          elem marker config.systemd.sockets.nix-daemon.after
+        ))
+        (expect "nix-daemon.socket does not require the marker" (
+          !(elem marker config.systemd.sockets.nix-daemon.requires)
+        ))
+        (expect "the marker wants, not requires, nix.mount" (
+          elem "nix.mount" (markerSvc config).wants && !(elem "nix.mount" (markerSvc config).requires)
+        ))
+        (expect "nix.mount wants, not requires, the helper service" (
+          elem helperService bind.wants && !(elem helperService bind.requires)
+        ))
+        (expect "nix.mount still follows the helper service" (elem helperService bind.after))
+        (expect "nix.mount still has the stamp condition" (bind.unitConfig.ConditionPathExists == stamp))
+        (expect "RequiresMountsFor of nix-daemon.service is still nixpkgs' /nix/store" (
+          config.systemd.services.nix-daemon.unitConfig.RequiresMountsFor == "/nix/store"
+        ))
+      ];
+  };
+
+  bind-target-names-units = {
+    modules = [
+      base
+      { wslStorageMount.bindTarget = "/nix-storage-test"; }
+    ];
+    checks =
+      config:
+      let
+        unitName = "nix\\x2dstorage\\x2dtest.mount";
+        ours = [
+          (svc config)
+          (markerSvc config)
+          (bindAt "/nix-storage-test" config)
+        ];
+      in
+      [
+        (expect "the bind mount's where is bindTarget" (
+          length (mountsAt "/nix-storage-test" config) == 1 && mountsAt "/nix" config == [ ]
+        ))
+        (expect "the helper service runs before ${unitName}" (elem unitName (svc config).before))
+        (expect "the marker follows ${unitName}" (elem unitName (markerSvc config).after))
+        (expect "no unit of the module names nix.mount" (
+          !(any (u: elem "nix.mount" (dependencyLists u)) ours)
+        ))
+        (expect "bindTarget reaches the helper's config" (
+          config.wslStorageMount.generatedConfig.bindTarget == "/nix-storage-test"
+        ))
+      ];
+  };
+
+  unit-names-full = {
+    fullOnly = true;
+    modules = [
+      base
+      { wslStorageMount.bindTarget = "/nix-storage-test"; }
+    ];
+    checks = config: [
+      (expect "NixOS names the bind unit nix\\x2dstorage\\x2dtest.mount" (
+        config.systemd.units ? "nix\\x2dstorage\\x2dtest.mount"
+      ))
+      (expect "NixOS has wsl-storage-mount.service and nix-mount-marker.service" (
+        config.systemd.units ? "wsl-storage-mount.service" && config.systemd.units ? ${marker}
+      ))
+    ];
+  };
+
+  # Merging clashes across nixpkgs versions: only after/requires are added.
+  never-redefines-requires-mounts-for = {
+    modules = [ base ];
+    checks =
+      _:
+      let
+        dir = ../../nixos;
+        files = lib.filter (hasSuffix ".nix") (lib.attrNames (builtins.readDir dir));
+        codeLines =
+          file:
+          lib.filter (line: builtins.match "[[:space:]]*#.*" line == null) (
+            lib.splitString "\n" (builtins.readFile (dir + "/${file}"))
+          );
+        defines =
+          file: any (line: builtins.match ".*RequiresMountsFor\"?[[:space:]]*=.*" line != null) (codeLines file);
+      in
+      map (file: expect "nixos/${file} does not set RequiresMountsFor" (!(defines file))) files;
+  };
+
+  udev-beats-nixos-wsl-default = {
+    modules = [
+      base
+      # What NixOS-WSL sets.
+      { services.udev.enable = lib.mkDefault false; }
+    ];
+    checks = config: [
+      (expect "udev is on despite NixOS-WSL's mkDefault false" config.services.udev.enable)
+    ];
+  };
+
+  no-bind = {
+    modules = [
+      base
+      nixpkgsNixDaemon
+      { wslStorageMount.bindMountNixStore = false; }
+    ];
+    checks = config: [
+      (expect "no mount unit for /nix" (mountsAt "/nix" config == [ ]))
+      (expect "no marker service" (!(config.systemd.services ? nix-mount-marker)))
+      (expect "nix-daemon.service is not tied to the marker" (
+        !(elem marker (config.systemd.services.nix-daemon.after ++ config.systemd.services.nix-daemon.requires))
+      ))
+      (expect "the helper service still mounts the disk" (
+        (svc config).serviceConfig.ExecStart == helperCommand config "mount"
+      ))
+      (expect "the config says bindMountNixStore = false" (
+        config.wslStorageMount.generatedConfig.bindMountNixStore == false
+      ))
+    ];
+  };
+
+  nix-disabled = {
+    modules = [
+      base
+      { nix.enable = false; }
+    ];
+    checks = config: [
+      (expect "nix-daemon.service gets no dependency on the marker" (
+        !(elem marker (config.systemd.services.nix-daemon.after or [ ]))
+      ))
+      (expect "nix-daemon.socket gets no dependency on the marker" (
+        !(elem marker (config.systemd.sockets.nix-daemon.after or [ ]))
+      ))
+    ];
+  };
+
+  config-json = {
+    modules = [ base ];
+    checks =
+      config:
+      let
+        json = config.wslStorageMount.generatedConfig;
+      in
+      [
+        (expect "only keys the helper knows" (all (key: elem key contractKeys) (lib.attrNames json)))
+        (expect "only windows keys the helper knows" (
+          all (key: elem key windowsKeys) (lib.attrNames json.windows)
+        ))
+        (expect "no null values are written" (
+          all (v: v != null) (lib.attrValues json ++ lib.attrValues json.windows)
+        ))
+        (expect "fsUuid is written" (json.fsUuid == uuid))
+        (expect "bindMountNixStore is written as true" (json.bindMountNixStore == true))
+        (expect "nixStoreSubdir defaults to nixos-wsl-<hostName>" (
+          json.nixStoreSubdir == "nixos-wsl-testhost"
+        ))
+        (expect "the nixStoreSubdir dir exists, root:root 0755" (
+          json.instanceDirs.nixos-wsl-testhost == {
+            owner = "root";
+            group = "root";
+            mode = "0755";
+          }
+        ))
+        (expect "nixStoreCommand is config.nix.package's nix-store" (
+          json.nixStoreCommand == lib.getExe' config.nix.package "nix-store"
+        ))
+        (expect "mountPoint defaults to /mnt/wsl/storage" (json.mountPoint == "/mnt/wsl/storage"))
+        (expect "onMissing defaults to block" (json.onMissing == "block"))
+        (expect "bindTarget defaults to /nix" (json.bindTarget == "/nix"))
+        (expect "/etc/wsl-storage-mount/config.json is the generated file" (
+          "${config.environment.etc."wsl-storage-mount/config.json".source}"
+          == "${config.wslStorageMount.configFile}"
+        ))
+      ];
+  };
+
+  config-file-checked = {
+    stubOnly = true;
+    modules = [ base ];
+    checks =
+      config:
+      let
+        file = config.wslStorageMount.configFile;
+      in
+      [
+        (expect "the file is builtins.toJSON of the settings" (
+          file.text == builtins.toJSON config.wslStorageMount.generatedConfig
+        ))
+        (expect "its build runs the helper's check on it" (
+          hasInfix ''${lib.getExe config.wslStorageMount.package} --config "$out" check'' file.checkPhase
+        ))
+        (expect "the default package is this repository's package.nix" (
+          hasSuffix "/package.nix" config.wslStorageMount.package.calledWith
+        ))
+      ];
+  };
+
+  instance-dirs-merge = {
+    modules = [
+      base
+      {
+        wslStorageMount.instanceDirs.shared = {
+          owner = 1000;
+          group = "users";
+          mode = "2775";
+        };
+      }
+    ];
+    checks =
+      config:
+      let
+        dirs = config.wslStorageMount.generatedConfig.instanceDirs;
+      in
+      [
+        (expect "a user's dir is written as given" (
+          dirs.shared == {
+            owner = 1000;
+            group = "users";
+            mode = "2775";
+          }
+        ))
+        (expect "the store's dir is still there" (dirs ? nixos-wsl-testhost))
+      ];
+  };
+
+  windows-files = {
+    modules = [ base ];
+    checks = config: [
+      (expect "attach.ps1 is under /etc/wsl-storage-mount" (
+        config.environment.etc ? "wsl-storage-mount/attach.ps1"
+      ))
+      (expect "register-task.ps1 is under /etc/wsl-storage-mount" (
+        config.environment.etc ? "wsl-storage-mount/register-task.ps1"
+      ))
+      (expect "no install service unless windows.installFiles" (
+        !(config.systemd.services ? wsl-storage-mount-windows-files)
+      ))
+    ];
+  };
+
+  windows-files-generated = {
+    stubOnly = true;
+    modules = [ base ];
+    checks = config: [
+      (expect "attach.ps1 is the helper's windows-script" (
+        hasInfix (helperCommand config "windows-script")
+          config.environment.etc."wsl-storage-mount/attach.ps1".source.buildCommand
+      ))
+      (expect "register-task.ps1 is the helper's windows-task" (
+        hasInfix (helperCommand config "windows-task")
+          config.environment.etc."wsl-storage-mount/register-task.ps1".source.buildCommand
+      ))
+    ];
+  };
+
+  windows-install-files = {
+    modules = [
+      base
+      { wslStorageMount.windows.installFiles = true; }
+    ];
+    checks =
+      config:
+      let
+        install = config.systemd.services.wsl-storage-mount-windows-files;
+      in
+      [
+        (expect "the install service runs install-windows-files, failure ignored" (
+          install.serviceConfig.ExecStart == "-${helperCommand config "install-windows-files"}"
+        ))
+        (expect "it runs after multi-user.target" (elem "multi-user.target" install.after))
+        (expect "installFiles is not written to the helper's config" (
+          !(config.wslStorageMount.generatedConfig.windows ? installFiles)
+        ))
+      ];
+  };
+
+  logrotate = {
+    modules = [
+      base
+      { wslStorageMount.logFile = "/var/log/storage.log"; }
+    ];
+    checks = config: [
+      (expect "logrotate rotates logFile" (
+        config.services.logrotate.settings.wsl-storage-mount.files == "/var/log/storage.log"
+      ))
+      (expect "logFile reaches the helper's config" (
+        config.wslStorageMount.generatedConfig.logFile == "/var/log/storage.log"
+      ))
+    ];
+  };
+
+  valid-settings-pass = {
+    modules = [
+      base
+      {
+        wslStorageMount.windows = {
+          trigger = "task";
+          taskName = "wsl-storage-mount";
+        };
+        wslStorageMount.diskSerialNumber = "0000_0000_0000_0001.";
+        wslStorageMount.deviceId = "wwn-0x5000000000000001";
+      }
+    ];
+    checks = config: [
+      (expect "no assertion of the module fires" (ourFailures config == [ ]))
+      (expect "no warning about deviceId" (
+        !(any (hasInfix "wslStorageMount.deviceId") config.warnings)
+      ))
+    ];
+  };
+
+  assert-device-identity = failsOnly "wslStorageMount.fsUuid" [
+    { wslStorageMount.fsUuid = lib.mkForce null; }
+  ];
+
+  assert-nixStoreSubdir-dotdot = failsOnly "wslStorageMount.nixStoreSubdir" [
+    { wslStorageMount.nixStoreSubdir = ".."; }
+  ];
+
+  assert-nixStoreSubdir-slash = failsOnly "wslStorageMount.nixStoreSubdir" [
+    { wslStorageMount.nixStoreSubdir = "nix/store"; }
+  ];
+
+  assert-nixStoreSubdir-null = failsOnly "wslStorageMount.bindMountNixStore" [
+    { wslStorageMount.nixStoreSubdir = null; }
+  ];
+
+  assert-instanceDirs-name = failsOnly "\"../other\"" [
+    { wslStorageMount.instanceDirs."../other" = { }; }
+  ];
+
+  assert-mountPoint-relative = failsOnly "wslStorageMount.mountPoint" [
+    { wslStorageMount.mountPoint = "mnt/wsl/storage"; }
+  ];
+
+  assert-mountPoint-under-nix = failsOnly "wslStorageMount.mountPoint" [
+    { wslStorageMount.mountPoint = "/nix/storage"; }
+  ];
+
+  # The VM tests bind elsewhere; the disk must still stay out of /nix.
+  assert-mountPoint-under-nix-other-target = failsOnly "wslStorageMount.mountPoint" [
+    {
+      wslStorageMount.bindTarget = "/nix-storage-test";
+      wslStorageMount.mountPoint = "/nix/storage";
+    }
+  ];
+
+  assert-mountPoint-root = failsOnly "wslStorageMount.mountPoint" [
+    { wslStorageMount.mountPoint = "/"; }
+  ];
+
+  assert-fileSystems-nix = failsOnly "fileSystems.\"/nix\"" [
+    {
+      fileSystems."/nix" = {
+        device = "/mnt/wsl/storage/nixos-wsl-testhost";
+        fsType = "none";
+        options = [ "bind" ];
+      };
+    }
+  ];
+
+  assert-vfat-store = failsOnly "wslStorageMount.fsType" [
+    { wslStorageMount.fsType = "vfat"; }
+  ];
+
+  assert-task-needs-name = failsOnly "wslStorageMount.windows.taskName" [
+    {
+      wslStorageMount.windows.trigger = "task";
+      wslStorageMount.diskSerialNumber = "0000_0000_0000_0001.";
+    }
+  ];
+
+  assert-task-needs-serial = failsOnly "wslStorageMount.diskSerialNumber" [
+    {
+      wslStorageMount.windows.trigger = "task";
+      wslStorageMount.windows.taskName = "wsl-storage-mount";
+    }
+  ];
+
+  warn-nvme-device-id = {
+    modules = [
+      base
+      { wslStorageMount.deviceId = "nvme-Example_SSD_4TB_0000"; }
+    ];
+    checks = config: [
+      (expect "a warning names deviceId and suggests fsUuid" (
+        any (w: hasInfix "wslStorageMount.deviceId" w && hasInfix "fsUuid" w) config.warnings
+      ))
+    ];
+  };
+
+  disabled-generates-nothing = {
+    stubOnly = true;
+    modules = [
+      {
+        wslStorageMount.fsUuid = uuid;
+        # What NixOS-WSL sets; an enabled module would turn udev on.
+        services.udev.enable = lib.mkDefault false;
+        # Any use of pkgs would fail: a disabled module must not touch it.
+        _module.args.pkgs = lib.mkForce (throw "pkgs was used with wslStorageMount.enable = false");
+      }
+    ];
+    checks = config: [
+      (expect "no systemd services" (config.systemd.services == { }))
+      (expect "no systemd sockets" (config.systemd.sockets == { }))
+      (expect "no mount units" (config.systemd.mounts == [ ]))
+      (expect "no automount units" (config.systemd.automounts == [ ]))
+      (expect "no files in /etc" (config.environment.etc == { }))
+      (expect "no packages" (config.environment.systemPackages == [ ]))
+      (expect "no logrotate settings" (config.services.logrotate.settings == { }))
+      (expect "udev left as NixOS-WSL set it" (!config.services.udev.enable))
+      (expect "no assertions" (config.assertions == [ ]))
+      (expect "no warnings" (config.warnings == [ ]))
+    ];
+  };
+}
