@@ -111,8 +111,11 @@ impl Log for Logger {
         let _ = std::io::stderr().write_all(line.as_bytes());
         if let Ok(mut slot) = self.file.lock() {
             if let Some(file) = slot.as_mut() {
+                // One write per line: with O_APPEND, lines of two runs
+                // writing at once never interleave.
                 let stamp = humantime::format_rfc3339_millis(SystemTime::now());
-                let _ = writeln!(file, "{stamp} [{}] {level:<5} {msg}", std::process::id());
+                let line = format!("{stamp} [{}] {level:<5} {msg}\n", std::process::id());
+                let _ = file.write_all(line.as_bytes());
             }
         }
     }
