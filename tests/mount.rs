@@ -480,7 +480,7 @@ fn without_udev_links_the_uuid_or_label_is_found_by_probing() {
     }
     // A by-uuid link pointing at the wrong disk is caught by the UUID check.
     let other = ext4(&mut sb, &common::new_uuid());
-    sb.link(&format!("/dev/disk/by-id/nvme-FAKE_NVMe_0001"), &other.node);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &other.node);
     let cfg = sb.config("wrong.json", json!({"deviceId": "nvme-FAKE_NVMe_0001", "fsUuid": uuid, "mountPoint": mp, "waitTimeout": 1}));
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));

@@ -246,24 +246,26 @@ impl Sandbox {
             .count()
     }
 
-    /// The filesystem type mounted at `path`, if any (the top mount).
-    pub fn fstype_at(&self, path: &str) -> Option<String> {
+    /// The mountinfo line of the top mount at `path`, if any.
+    fn top_mount_line(&self, path: &str) -> Option<String> {
         self.mountinfo()
             .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(path))
-            .last()
-            .and_then(|l| l.split(" - ").nth(1))
-            .and_then(|rest| rest.split(' ').next())
+            .rfind(|l| l.split(' ').nth(4) == Some(path))
             .map(String::from)
+    }
+
+    /// The filesystem type mounted at `path`, if any (the top mount).
+    pub fn fstype_at(&self, path: &str) -> Option<String> {
+        let line = self.top_mount_line(path)?;
+        let rest = line.split(" - ").nth(1)?;
+        rest.split(' ').next().map(String::from)
     }
 
     /// Options of the top mount at `path`.
     pub fn options_at(&self, path: &str) -> Option<String> {
-        self.mountinfo()
-            .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(path))
-            .last()
-            .and_then(|l| l.split(' ').nth(5))
+        self.top_mount_line(path)?
+            .split(' ')
+            .nth(5)
             .map(String::from)
     }
 
