@@ -20,15 +20,10 @@ let
   # holds the closure of the booted system.
   stamp = "/run/wsl-storage-mount/bind-ok";
 
-  # block: what follows fails when what it needs failed, so nix-daemon never
-  # starts on the VHDX store. fallback: ordering only; a missing stamp skips
-  # the bind (a failed condition fails nothing) and the VHDX store stays.
+  # block: the marker fails when the bind is not there (`mark` exits 5) and
+  # takes nix-daemon with it, so it never starts on the VHDX store.
+  # fallback: ordering only, and the VHDX store stays.
   block = cfg.onMissing == "block";
-  need = unit: {
-    after = [ unit ];
-    requires = lib.optional block unit;
-    wants = lib.optional (!block) unit;
-  };
 
   fsckPackages =
     {
@@ -93,27 +88,36 @@ in
       (lib.mkIf cfg.bindMountNixStore {
         # A mount unit, not fileSystems."/nix": NixOS treats /nix as needed
         # for boot. No automount: every exec under /nix would wait on it.
+        #
+        # Wants=, not Requires=, on the helper: the stamp condition already
+        # keeps the bind from happening unless the helper succeeded (a failed
+        # condition skips the unit and fails nothing, so nix-daemon's
+        # RequiresMountsFor=/nix/store is met in fallback mode), and Requires=
+        # would carry a restart of the helper over to this unit: an unmount
+        # of /nix under the running system.
         systemd.mounts = [
-          (
-            need "wsl-storage-mount.service"
-            // {
-              description = "Nix store from the WSL storage disk";
-              what = "${cfg.generatedConfig.mountPoint}/${cfg.nixStoreSubdir}";
-              where = cfg.bindTarget;
-              type = "none";
-              options = "bind";
-              wantedBy = [ "local-fs.target" ];
-              before = [ "local-fs.target" ];
-              unitConfig = bootOnly // {
-                ConditionPathExists = stamp;
-              };
-            }
-          )
+          {
+            description = "Nix store from the WSL storage disk";
+            what = "${cfg.generatedConfig.mountPoint}/${cfg.nixStoreSubdir}";
+            where = cfg.bindTarget;
+            type = "none";
+            options = "bind";
+            wantedBy = [ "local-fs.target" ];
+            wants = [ "wsl-storage-mount.service" ];
+            after = [ "wsl-storage-mount.service" ];
+            before = [ "local-fs.target" ];
+            unitConfig = bootOnly // {
+              ConditionPathExists = stamp;
+            };
+          }
         ];
 
-        systemd.services.nix-mount-marker = need bindUnit // {
+        systemd.services.nix-mount-marker = {
           description = "Mark the Nix store bind as real";
           wantedBy = [ "local-fs.target" ];
+          after = [ bindUnit ];
+          requires = lib.optional block bindUnit;
+          wants = lib.optional (!block) bindUnit;
           before = [
             "nix-daemon.service"
             "nix-daemon.socket"

@@ -184,7 +184,10 @@ in
           bind.what == "/mnt/wsl/storage/nixos-wsl-testhost"
         ))
         (expect "it is a plain bind" (bind.type == "none" && bind.options == "bind"))
-        (expect "it requires wsl-storage-mount.service (block)" (elem helperService bind.requires))
+        (expect "it wants wsl-storage-mount.service" (elem helperService bind.wants))
+        (expect "it does not require the helper (a helper restart would remount /nix)" (
+          !(elem helperService bind.requires)
+        ))
         (expect "it is ordered after wsl-storage-mount.service" (elem helperService bind.after))
         (expect "it is ordered before local-fs.target" (elem "local-fs.target" bind.before))
         (expect "local-fs.target wants it" (elem "local-fs.target" bind.wantedBy))
