@@ -9,7 +9,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,9 +36,20 @@ pub enum TriggerOutcome {
     Cancelled,
 }
 
+/// wsl.exe's symbolic code for "this disk is attached already". It is
+/// checked before elevation, so even a non-elevated attach answers it; the
+/// localized text around it is never matched.
+pub const ALREADY_ATTACHED: &str = "WSL_E_DISK_ALREADY_ATTACHED";
+
 impl TriggerOutcome {
+    /// Exit 0, or wsl.exe's "already attached": either way Windows has done
+    /// its part and another attempt would change nothing.
     pub fn succeeded(&self) -> bool {
-        matches!(self, TriggerOutcome::Exited { code: Some(0), .. })
+        match self {
+            TriggerOutcome::Exited { code: Some(0), .. } => true,
+            TriggerOutcome::Exited { output, .. } => output.contains(ALREADY_ATTACHED),
+            _ => false,
+        }
     }
 
     pub fn summary(&self) -> String {
@@ -71,17 +82,33 @@ pub fn command_for(win: &WindowsConfig) -> Option<(PathBuf, Vec<String>)> {
                 win.task_name.clone().unwrap_or_default(),
             ],
         )),
-        Trigger::Script => Some((
-            PathBuf::from(&win.powershell_path),
-            vec![
-                "-NoProfile".into(),
-                "-NonInteractive".into(),
-                "-ExecutionPolicy".into(),
-                "Bypass".into(),
-                "-File".into(),
-                win.script_path.clone().unwrap_or_default(),
-            ],
-        )),
+        Trigger::Script => {
+            let script = win.script_path.clone().unwrap_or_default();
+            let mut args: Vec<String> = [
+                "-NoProfile",
+                "-NonInteractive",
+                "-ExecutionPolicy",
+                "Bypass",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect();
+            if script.contains('%') {
+                // -File takes the path literally, and nothing between Linux
+                // and powershell.exe expands %LOCALAPPDATA%: expand it in
+                // PowerShell and pass the script's exit code on. The path
+                // was validated (no quotes) and is quoted all the same.
+                args.push("-Command".into());
+                args.push(format!(
+                    "& ([Environment]::ExpandEnvironmentVariables('{}')); exit $LASTEXITCODE",
+                    script.replace('\'', "''")
+                ));
+            } else {
+                args.push("-File".into());
+                args.push(script);
+            }
+            Some((PathBuf::from(&win.powershell_path), args))
+        }
     }
 }
 
@@ -131,8 +158,34 @@ pub fn run(win: &WindowsConfig, cancel: &AtomicBool) -> TriggerOutcome {
     let Some((program, args)) = command_for(win) else {
         return TriggerOutcome::NotRunnable("windows.trigger is \"none\"".into());
     };
-    let mut cmd = Command::new(&program);
-    cmd.args(&args)
+    let key = if win.trigger == Trigger::Task {
+        "windows.schtasksPath"
+    } else {
+        "windows.powershellPath"
+    };
+    run_program(
+        &program,
+        &args,
+        Duration::from_secs(win.trigger_timeout),
+        cancel,
+        &format!("Windows interop or /mnt/c not ready yet, or a wrong path in {key}"),
+    )
+}
+
+/// Run a Windows program once through interop, blocking, with UTF-8
+/// output asked for, killed (its whole process group) at `timeout` or when
+/// `cancel` is set. `missing_hint` says why the program may not exist, in
+/// the message when it does not. Also used by `doctor` and
+/// `install-windows-files`.
+pub fn run_program(
+    program: &Path,
+    args: &[String],
+    timeout: Duration,
+    cancel: &AtomicBool,
+    missing_hint: &str,
+) -> TriggerOutcome {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env("WSL_UTF8", "1")
         .env(
             "WSLENV",
@@ -148,11 +201,9 @@ pub fn run(win: &WindowsConfig, cancel: &AtomicBool) -> TriggerOutcome {
         Ok(child) => child,
         Err(e) => {
             let why = match e.raw_os_error() {
-                Some(libc::ENOENT) => format!(
-                    "{} does not exist (Windows interop or /mnt/c not ready yet, or a wrong path in windows.{}Path)",
-                    program.display(),
-                    if win.trigger == Trigger::Task { "schtasks" } else { "powershell" }
-                ),
+                Some(libc::ENOENT) => {
+                    format!("{} does not exist ({missing_hint})", program.display(),)
+                }
                 Some(libc::ENOEXEC) => format!(
                     "{}: exec format error (WSL interop is not registered yet)",
                     program.display()
@@ -182,7 +233,7 @@ pub fn run(win: &WindowsConfig, cancel: &AtomicBool) -> TriggerOutcome {
         })
     })
     .collect();
-    let deadline = Instant::now() + Duration::from_secs(win.trigger_timeout);
+    let deadline = Instant::now() + timeout;
     let pgid = Pid::from_raw(child.id() as i32);
     let status = loop {
         match child.try_wait() {
@@ -332,6 +383,40 @@ mod tests {
         assert_eq!(decode_output(&bom), "WSL_E_DISK_ALREADY_ATTACHED\n");
         assert_eq!(decode_output("Gerät".as_bytes()), "Gerät");
         assert_eq!(decode_output(b""), "");
+    }
+
+    #[test]
+    fn already_attached_counts_as_success() {
+        let attached = TriggerOutcome::Exited {
+            code: Some(255),
+            output: "Der Datentraeger ist bereits angefuegt.\nFehlercode: Wsl/Service/AttachDisk/WSL_E_DISK_ALREADY_ATTACHED\n".into(),
+        };
+        assert!(attached.succeeded());
+        let other = TriggerOutcome::Exited {
+            code: Some(255),
+            output: "WSL_E_ELEVATION_NEEDED_TO_MOUNT_DISK".into(),
+        };
+        assert!(!other.succeeded());
+    }
+
+    #[test]
+    fn script_paths_with_variables_are_expanded_by_powershell() {
+        let cfg = crate::config::Config::parse(
+            r#"{"fsLabel": "x", "diskSerialNumber": "S1", "windows": {"trigger": "script", "scriptPath": "%LOCALAPPDATA%\\wsl-storage-mount\\attach.ps1"}}"#,
+        )
+        .unwrap();
+        let (_, args) = command_for(&cfg.windows).unwrap();
+        assert_eq!(args[4], "-Command");
+        assert_eq!(
+            args[5],
+            "& ([Environment]::ExpandEnvironmentVariables('%LOCALAPPDATA%\\wsl-storage-mount\\attach.ps1')); exit $LASTEXITCODE"
+        );
+        let cfg = crate::config::Config::parse(
+            r#"{"fsLabel": "x", "diskSerialNumber": "S1", "windows": {"trigger": "script", "scriptPath": "C:\\wsl\\attach.ps1"}}"#,
+        )
+        .unwrap();
+        let (_, args) = command_for(&cfg.windows).unwrap();
+        assert_eq!(&args[4..], ["-File", "C:\\wsl\\attach.ps1"]);
     }
 
     #[test]
