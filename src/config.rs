@@ -660,11 +660,15 @@ impl Reader {
         };
         let task_name = self.opt_string(obj, "taskName", "windows.taskName");
         if let Some(t) = &task_name {
+            // '\\' separates task folders; the last part is the task itself.
             let ok = !t.trim().is_empty()
                 && t.len() <= 200
                 && t.chars().all(|c| {
                     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ' ' | '\\')
-                });
+                })
+                && !t.ends_with('\\')
+                && t.split('\\')
+                    .all(|part| part.trim() != "." && part.trim() != "..");
             if !ok {
                 self.problem(
                     "windows.taskName",
@@ -1015,6 +1019,8 @@ mod tests {
                 r#""diskSerialNumber": "ABC'; Remove-Item C:\\ -Recurse; '""#,
             ),
             ("mountName", r#""mountName": "x$(calc)""#),
+            ("windows.taskName", r#""windows": {"taskName": "tasks\\"}"#),
+            ("windows.taskName", r#""windows": {"taskName": "..\\t"}"#),
             (
                 "windows.taskName",
                 r#""windows": {"taskName": "t`n; calc"}"#,

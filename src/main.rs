@@ -5,6 +5,7 @@ mod boot;
 mod cli;
 mod config;
 mod device;
+mod doctor;
 mod exit;
 mod instances;
 mod log;
@@ -42,6 +43,10 @@ fn load_config(path: &Path) -> Result<Config> {
 }
 
 fn run(cli: &Cli) -> Result<Exit> {
+    // doctor reports a bad config as one of its checks instead of stopping.
+    if let Command::Doctor { json } = &cli.command {
+        return doctor::run(&cli.config, *json);
+    }
     let cfg = load_config(&cli.config)?;
     match &cli.command {
         Command::Check => {
@@ -54,13 +59,26 @@ fn run(cli: &Cli) -> Result<Exit> {
             crate::log::open_file(Path::new(&cfg.log_file));
             store::mark(&cfg)
         }
-        Command::WindowsScript
-        | Command::WindowsTask
-        | Command::InstallWindowsFiles { .. }
-        | Command::Doctor { .. } => {
-            Err(fail(Exit::Unexpected, "not implemented yet")).context("windows side")
+        Command::WindowsScript => {
+            print_stdout(&windows::script::attach_script(&cfg)?)?;
+            Ok(Exit::Success)
         }
+        Command::WindowsTask => {
+            print_stdout(&windows::script::register_script(&cfg))?;
+            Ok(Exit::Success)
+        }
+        Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),
+        Command::Doctor { json } => doctor::run(&cli.config, *json),
     }
+}
+
+/// Write a generated file to stdout (an error, not a panic, on a closed pipe).
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,886 @@
+//! `doctor`: the troubleshooting guide as a command. Each check says ok,
+//! warn, fail (or skip, when it does not apply) and, when not ok, the exact
+//! fix. The state of the disk, the mount, the instance dirs, the bind and
+//! the last run comes from `status::gather`; doctor adds the checks of the
+//! surroundings (udev, interop, the scheduled task, nix-daemon) and the
+//! fixes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config::{Config, Trigger};
+use crate::device::{self, BY_ID};
+use crate::exit::Exit;
+use crate::mount;
+use crate::status::{self, Status};
+use crate::store;
+use crate::windows::script;
+use crate::windows::trigger::{run_program, TriggerOutcome};
+
+/// The marker unit of the NixOS module, which nix-daemon is ordered after.
+pub const MARKER_UNIT: &str = "nix-mount-marker.service";
+const UDEV_CONTROL: &str = "/run/udev/control";
+/// How much of the log file doctor shows.
+const LOG_TAIL_LINES: usize = 20;
+/// For the local tools (udevadm, systemctl); Windows tools get triggerTimeout.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+    /// Does not apply to this config or this system.
+    Skip,
+}
+
+impl Level {
+    fn label(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+            Level::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub id: String,
+    pub level: Level,
+    pub message: String,
+    /// What to do, when the level is warn or fail.
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// No check failed (warnings allowed).
+    pub ok: bool,
+    pub checks: Vec<Check>,
+    pub log_file: Option<String>,
+    pub log_tail: Vec<String>,
+    /// What `status --json` prints, when the config could be read.
+    pub status: Option<Status>,
+}
+
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn add(&mut self, id: &str, level: Level, message: impl Into<String>, fix: Option<String>) {
+        self.0.push(Check {
+            id: id.to_string(),
+            level,
+            message: message.into(),
+            fix: if matches!(level, Level::Warn | Level::Fail) {
+                fix
+            } else {
+                None
+            },
+        });
+    }
+    fn ok(&mut self, id: &str, message: impl Into<String>) {
+        self.add(id, Level::Ok, message, None);
+    }
+    fn skip(&mut self, id: &str, message: impl Into<String>) {
+        self.add(id, Level::Skip, message, None);
+    }
+    fn warn(&mut self, id: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.add(id, Level::Warn, message, Some(fix.into()));
+    }
+    fn fail(&mut self, id: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.add(id, Level::Fail, message, Some(fix.into()));
+    }
+}
+
+pub fn run(config_path: &Path, json: bool) -> Result<Exit> {
+    let report = diagnose(config_path);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
+    } else {
+        write!(out, "{}", render(&report))
+    }
+    .context("writing the report to stdout")?;
+    Ok(if report.ok {
+        Exit::Success
+    } else {
+        Exit::Unexpected
+    })
+}
+
+pub fn diagnose(config_path: &Path) -> Report {
+    let mut checks = Checks::default();
+    let cfg = match crate::load_config(config_path) {
+        Ok(cfg) => {
+            checks.ok("config", format!("{} is valid", config_path.display()));
+            Some(cfg)
+        }
+        Err(e) => {
+            checks.fail(
+                "config",
+                format!("{e:#}"),
+                "fix each key listed (`wsl-storage-mount --config FILE check` lists them; the NixOS module runs the same check when it builds the config, so `nixos-rebuild build` shows them too)",
+            );
+            None
+        }
+    };
+    let Some(cfg) = cfg else {
+        // What can be said without a config.
+        check_udev(&mut checks, false);
+        check_dev_disk(&mut checks, false);
+        return Report {
+            ok: false,
+            checks: checks.0,
+            log_file: None,
+            log_tail: Vec::new(),
+            status: None,
+        };
+    };
+
+    let st = status::gather(&cfg);
+    // Without fsUuid, fsLabel or device, only the udev links find the disk.
+    let links_needed = cfg.fs_uuid.is_none() && cfg.fs_label.is_none() && cfg.device.is_none();
+
+    check_device(&mut checks, &cfg, &st);
+    check_links(&mut checks, &cfg, &st);
+    check_udev(&mut checks, links_needed);
+    check_dev_disk(&mut checks, links_needed);
+    check_windows(&mut checks, &cfg);
+    check_mount(&mut checks, &cfg, &st);
+    check_instance_dirs(&mut checks, &cfg, &st);
+    check_bind(&mut checks, &cfg, &st);
+    check_nix_daemon(&mut checks, &cfg);
+    check_last_run(&mut checks, &st);
+    let log_tail = check_log(&mut checks, &cfg);
+
+    Report {
+        ok: !checks.0.iter().any(|c| c.level == Level::Fail),
+        checks: checks.0,
+        log_file: Some(cfg.log_file.clone()),
+        log_tail,
+        status: Some(st),
+    }
+}
+
+/// How to get the disk attached, for this config's trigger.
+fn attach_fix(cfg: &Config) -> String {
+    let by_hand = "in an elevated PowerShell: `wsl --mount \\\\.\\PHYSICALDRIVE<n> --bare` (<n> from `Get-Disk`), or run attach.ps1 there";
+    let then = "then `systemctl restart wsl-storage-mount`";
+    match cfg.windows.trigger {
+        Trigger::Task => format!(
+            "attach the disk: `{} /Run /TN \"{}\"` starts the elevated task (its transcript tells why it did not attach: windows.logPath, default %LOCALAPPDATA%\\wsl-storage-mount\\attach.log); or {by_hand}; {then}",
+            cfg.windows.schtasks_path,
+            script::task_name(cfg)
+        ),
+        _ => format!(
+            "attach the disk {by_hand} (register-task.ps1 makes a logon task that does it, and windows.trigger = \"task\" lets the boot start it); {then}"
+        ),
+    }
+}
+
+fn check_device(checks: &mut Checks, cfg: &Config, st: &Status) {
+    let Some(dev) = &st.device else {
+        let message = st
+            .problems
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("device not present ({})", cfg.identity()));
+        let fix = if message.starts_with("device not present") {
+            attach_fix(cfg)
+        } else {
+            // An ambiguity: the message says what to do.
+            "see the message: make the identity point at exactly one device".to_string()
+        };
+        checks.fail("device", message, fix);
+        return;
+    };
+    let node = &dev.node;
+    let Some(fs) = &dev.filesystem else {
+        checks.fail(
+            "device",
+            format!("{node} ({}) holds no filesystem the helper recognises", dev.via),
+            format!(
+                "check that the identity points at the storage disk (`lsblk -f`); the helper never formats: if this is the new, empty storage disk, create the filesystem yourself: `mkfs.{} -L wsl-storage {node}`",
+                cfg.fs_type
+            ),
+        );
+        return;
+    };
+    if !fs.matches_type(&cfg.fs_type) {
+        checks.fail(
+            "device",
+            format!("{node} ({}) holds {}, not fsType {}", dev.via, fs.fs_type, cfg.fs_type),
+            format!(
+                "set fsType = \"{}\" if this is the storage disk, or fix the device identity (`lsblk -f`)",
+                fs.fs_type
+            ),
+        );
+        return;
+    }
+    if let Some(uuid) = &cfg.fs_uuid {
+        if !fs.uuid_is(uuid) {
+            checks.fail(
+                "device",
+                format!(
+                    "{node} ({}) has filesystem UUID {}, not fsUuid {uuid}",
+                    dev.via,
+                    fs.uuid.as_deref().unwrap_or("(none)")
+                ),
+                format!("the identity points at another disk: fix deviceId/device, or fsUuid (`blkid {node}` prints it)"),
+            );
+            return;
+        }
+    }
+    if let Some(label) = &cfg.fs_label {
+        if !fs.label_is(label) {
+            checks.fail(
+                "device",
+                format!(
+                    "{node} ({}) has label {}, not fsLabel {label}",
+                    dev.via,
+                    fs.label.as_deref().unwrap_or("(none)")
+                ),
+                format!("the identity points at another disk: fix deviceId/device, or fsLabel (`blkid {node}` prints it)"),
+            );
+            return;
+        }
+    }
+    checks.ok(
+        "device",
+        format!(
+            "{node} ({}): {} UUID={} LABEL={}",
+            dev.via,
+            fs.fs_type,
+            fs.uuid.as_deref().unwrap_or("-"),
+            fs.label.as_deref().unwrap_or("-")
+        ),
+    );
+}
+
+/// The names in /dev/disk/by-id, with the device node each resolves to.
+fn by_id_names() -> BTreeMap<String, Option<String>> {
+    let Ok(entries) = fs::read_dir(BY_ID) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let node = fs::canonicalize(e.path())
+                .ok()
+                .map(|p| p.display().to_string());
+            (e.file_name().to_string_lossy().into_owned(), node)
+        })
+        .collect()
+}
+
+fn check_links(checks: &mut Checks, cfg: &Config, st: &Status) {
+    let found = st.device.as_ref();
+    if let Some(id) = &cfg.device_id {
+        let link = Path::new(BY_ID).join(id);
+        let link_node = fs::canonicalize(&link)
+            .ok()
+            .map(|p| p.display().to_string());
+        if let Some(node) = link_node.filter(|_| link.exists()) {
+            checks.ok("device-links", format!("{} -> {node}", link.display()));
+            return;
+        }
+        let names = by_id_names();
+        let listed = if names.is_empty() {
+            "/dev/disk/by-id is empty or missing".to_string()
+        } else {
+            format!(
+                "names in {BY_ID}: {}",
+                names.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        match found {
+            Some(dev) => {
+                let same: Vec<&String> = names
+                    .iter()
+                    .filter(|(_, n)| n.as_deref() == Some(dev.node.as_str()))
+                    .map(|(name, _)| name)
+                    .collect();
+                let instead = match same.first() {
+                    Some(name) => format!("set deviceId = \"{name}\" (it points at {})", dev.node),
+                    None => "remove deviceId".to_string(),
+                };
+                checks.warn(
+                    "device-links",
+                    format!(
+                        "deviceId {id} is absent from {BY_ID}, but the disk was found: {} ({}); {listed}",
+                        dev.node, dev.via
+                    ),
+                    format!(
+                        "a disk attached with `wsl --mount --bare` is a SCSI disk inside WSL (sdX), so an nvme-... by-id name does not exist there: {instead}, and let fsUuid/fsLabel find the disk"
+                    ),
+                );
+            }
+            None => checks.warn(
+                "device-links",
+                format!("deviceId {id} is absent from {BY_ID}; {listed}"),
+                "once the disk is attached, set deviceId to one of the names that exist, or rely on fsUuid (`blkid` prints it)",
+            ),
+        }
+        return;
+    }
+    match found {
+        Some(dev) if dev.via.contains("by probing") => checks.warn(
+            "device-links",
+            format!(
+                "{} was found only by probing the block devices: udev made no /dev/disk/by-uuid or by-label link for it",
+                dev.node
+            ),
+            "nothing breaks (the helper probes), but udev should make the links: see the udev check",
+        ),
+        Some(dev) => checks.ok("device-links", dev.via.clone()),
+        None => checks.skip("device-links", "the device is not present"),
+    }
+}
+
+fn check_udev(checks: &mut Checks, links_needed: bool) {
+    if Path::new(UDEV_CONTROL).exists() {
+        checks.ok("udev", format!("{UDEV_CONTROL} exists"));
+        return;
+    }
+    let ping: Vec<String> = ["control", "--ping"].map(String::from).to_vec();
+    let outcome = run_program(
+        Path::new("udevadm"),
+        &ping,
+        LOCAL_TIMEOUT,
+        &AtomicBool::new(false),
+        "not installed, or not in PATH",
+    );
+    if outcome.succeeded() {
+        checks.ok("udev", "`udevadm control --ping` answered");
+        return;
+    }
+    let message = format!(
+        "udev is not running (no {UDEV_CONTROL}; `udevadm control --ping` {}): no /dev/disk/by-* links",
+        outcome.summary()
+    );
+    let fix = "NixOS-WSL turns udev off by default (services.udev.enable = mkDefault false); the module sets it to true: check `systemctl status systemd-udevd` and that nothing in your config sets services.udev.enable = false";
+    if links_needed {
+        checks.fail(
+            "udev",
+            message,
+            format!("{fix}; or set fsUuid, which works without udev"),
+        );
+    } else {
+        checks.warn(
+            "udev",
+            message,
+            format!("{fix} (the helper still finds the disk by probing for fsUuid/fsLabel)"),
+        );
+    }
+}
+
+fn check_dev_disk(checks: &mut Checks, links_needed: bool) {
+    if Path::new("/dev/disk").is_dir() {
+        let count = |d: &str| fs::read_dir(d).map_or(0, Iterator::count);
+        checks.ok(
+            "dev-disk",
+            format!(
+                "/dev/disk is present (by-id: {}, by-uuid: {}, by-label: {} entries)",
+                count(device::BY_ID),
+                count(device::BY_UUID),
+                count(device::BY_LABEL)
+            ),
+        );
+        return;
+    }
+    let message = "/dev/disk does not exist (udev has not run)";
+    let fix = "enable udev (see the udev check); without it only probing by fsUuid/fsLabel finds the disk";
+    if links_needed {
+        checks.fail("dev-disk", message, fix);
+    } else {
+        checks.warn("dev-disk", message, fix);
+    }
+}
+
+/// Interop and the Windows side: the configured executable runs, and the
+/// task exists (trigger "task") or the script is there (trigger "script").
+fn check_windows(checks: &mut Checks, cfg: &Config) {
+    let win = &cfg.windows;
+    let (program, key, args) = match win.trigger {
+        Trigger::None => {
+            checks.skip(
+                "interop",
+                "windows.trigger is \"none\": the boot does not start anything on Windows",
+            );
+            checks.skip("windows-task", "windows.trigger is \"none\"");
+            return;
+        }
+        Trigger::Task => (
+            &win.schtasks_path,
+            "windows.schtasksPath",
+            vec![
+                "/Query".to_string(),
+                "/TN".to_string(),
+                script::task_name(cfg),
+            ],
+        ),
+        Trigger::Script => {
+            let path = win.script_path.clone().unwrap_or_default();
+            (
+                &win.powershell_path,
+                "windows.powershellPath",
+                vec![
+                    "-NoProfile".to_string(),
+                    "-NonInteractive".to_string(),
+                    "-Command".to_string(),
+                    format!(
+                        "if (Test-Path -LiteralPath ([Environment]::ExpandEnvironmentVariables({}))) {{ exit 0 }} else {{ exit 3 }}",
+                        script::ps_quote(&path)
+                    ),
+                ],
+            )
+        }
+    };
+    let interop_fix = format!(
+        "check that the Windows drive is mounted (`ls {}`) and interop is on ([interop] enabled = true in /etc/wsl.conf; `ls /proc/sys/fs/binfmt_misc/WSLInterop`); the path prefix follows wsl.conf's automount.root: fix {key} if it differs; after changing wsl.conf run `wsl --shutdown` in Windows",
+        drive_dir(Path::new(program))
+    );
+    let id = if win.trigger == Trigger::Task {
+        "windows-task"
+    } else {
+        "windows-script"
+    };
+    let outcome = run_program(
+        Path::new(program),
+        &args,
+        Duration::from_secs(win.trigger_timeout),
+        &AtomicBool::new(false),
+        &format!("Windows interop or the drive not ready, or a wrong path in {key}"),
+    );
+    let (code, output) = match outcome {
+        TriggerOutcome::Exited { code, output } => (code, output),
+        TriggerOutcome::TimedOut { .. } => {
+            checks.warn(
+                "interop",
+                format!(
+                    "{program} did not answer within windows.triggerTimeout ({} s)",
+                    win.trigger_timeout
+                ),
+                format!("interop may still be starting; run doctor again in a minute, else {interop_fix}"),
+            );
+            checks.skip(id, "interop did not answer");
+            return;
+        }
+        other => {
+            checks.fail("interop", format!("{key} {}", other.summary()), interop_fix);
+            checks.skip(id, "interop is not usable");
+            return;
+        }
+    };
+    checks.ok("interop", format!("{program} runs"));
+    let first = output
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string();
+    let code_text = code.map_or("a signal".to_string(), |c| c.to_string());
+    match win.trigger {
+        Trigger::Task if code == Some(0) => checks.ok(
+            id,
+            format!("scheduled task \"{}\" exists", script::task_name(cfg)),
+        ),
+        Trigger::Task => checks.fail(
+            id,
+            format!(
+                "`schtasks /Query /TN \"{}\"` exited with {code_text}: {first}",
+                script::task_name(cfg)
+            ),
+            "register the task once, in an elevated PowerShell: run register-task.ps1 (`sudo wsl-storage-mount install-windows-files` copies it to %USERPROFILE%\\wsl-storage-mount; or `wsl-storage-mount windows-task > register-task.ps1`)",
+        ),
+        _ if code == Some(0) => checks.warn(
+            id,
+            format!(
+                "attach script {} exists; but the \"script\" trigger can attach only when WSL itself was started elevated",
+                win.script_path.as_deref().unwrap_or("")
+            ),
+            "use windows.trigger = \"task\" with the elevated task from register-task.ps1",
+        ),
+        _ => checks.fail(
+            id,
+            format!(
+                "attach script {} is not there (powershell exited with {code_text})",
+                win.script_path.as_deref().unwrap_or("")
+            ),
+            "copy it there: `sudo wsl-storage-mount install-windows-files --dir <that dir as a Linux path>`, or fix windows.scriptPath",
+        ),
+    }
+}
+
+/// The Windows drive a program lives on, as a Linux path: the parent of
+/// its `Windows` directory (`/mnt/c`).
+fn drive_dir(program: &Path) -> String {
+    program
+        .ancestors()
+        .find(|a| {
+            a.file_name()
+                .is_some_and(|n| n.eq_ignore_ascii_case("Windows"))
+        })
+        .and_then(Path::parent)
+        .map_or("/mnt/c".to_string(), |p| p.display().to_string())
+}
+
+fn check_mount(checks: &mut Checks, cfg: &Config, st: &Status) {
+    let mp = &cfg.mount_point;
+    let Some(m) = &st.mount else {
+        checks.fail(
+            "mount",
+            format!("nothing is mounted at {mp}"),
+            "`systemctl restart wsl-storage-mount` once the device check is ok; why it did not mount: `journalctl -b -u wsl-storage-mount` and the log below",
+        );
+        return;
+    };
+    if !m.is_configured_device {
+        checks.fail(
+            "mount",
+            format!("{} is mounted at {mp}, not the configured device", m.source),
+            format!("unmount it (`umount {mp}`) or choose another mountPoint, then `systemctl restart wsl-storage-mount`"),
+        );
+        return;
+    }
+    let have: Vec<&str> = m.options.split(',').collect();
+    let missing: Vec<&str> = mount::expected_flag_words(cfg)
+        .into_iter()
+        .filter(|w| !have.contains(w))
+        .collect();
+    if !missing.is_empty() {
+        checks.fail(
+            "mount",
+            format!(
+                "{mp} is mounted without {} (mounted with {})",
+                missing.join(", "),
+                m.options
+            ),
+            format!(
+                "remount with the configured options: `mount -o remount,{} {mp}` (mountOptions applies at the next mount: `umount {mp} && systemctl restart wsl-storage-mount` also does it)",
+                missing.join(",")
+            ),
+        );
+        return;
+    }
+    if m.stacked > 1 {
+        checks.warn(
+            "mount",
+            format!("{} mounts are stacked at {mp}", m.stacked),
+            format!("`umount {mp}` until one is left (`findmnt {mp}`)"),
+        );
+        return;
+    }
+    checks.ok(
+        "mount",
+        format!("{} ({}) at {mp} with {}", m.source, m.fs_type, m.options),
+    );
+}
+
+fn check_instance_dirs(checks: &mut Checks, cfg: &Config, st: &Status) {
+    for (name, d) in &st.instance_dirs {
+        let id = format!("instance-dir:{name}");
+        let path = format!("{}/{name}", cfg.mount_point);
+        let want = format!("{}:{} {}", d.want_owner, d.want_group, d.want_mode);
+        match d.problem.as_deref() {
+            None => checks.ok(&id, format!("{path} is {want}")),
+            Some("storage not mounted") => checks.skip(&id, "the storage is not mounted"),
+            Some("missing") => checks.fail(
+                &id,
+                format!("{path} is missing"),
+                "`systemctl restart wsl-storage-mount` creates it",
+            ),
+            Some(p) if p.contains("symlink") || p.contains("not a directory") => checks.fail(
+                &id,
+                format!("{path} {p}"),
+                format!("the helper never follows or replaces it: move it away (`mv {path} {path}.old`), then `systemctl restart wsl-storage-mount`"),
+            ),
+            Some(p) => checks.fail(
+                &id,
+                format!("{path}: {p}"),
+                format!(
+                    "`systemctl restart wsl-storage-mount` sets owner, group and mode; or by hand: `chown {}:{} {path} && chmod {} {path}`",
+                    d.want_owner, d.want_group, d.want_mode
+                ),
+            ),
+        }
+    }
+}
+
+fn check_bind(checks: &mut Checks, cfg: &Config, st: &Status) {
+    let Some(b) = &st.bind else {
+        checks.skip("bind", "bindMountNixStore is off");
+        checks.skip("marker", "bindMountNixStore is off");
+        return;
+    };
+    let marker = store::marker_path(cfg);
+    if b.is_bind {
+        checks.ok(
+            "bind",
+            format!("{} is the bind of {}", b.target, b.store_dir),
+        );
+    } else {
+        let stamp = if st.stamp {
+            "the stamp /run/wsl-storage-mount/bind-ok is present, so look at `systemctl status nix.mount`"
+        } else {
+            "the stamp /run/wsl-storage-mount/bind-ok is absent: `mount` did not verify the store this boot (see the last-run check)"
+        };
+        checks.fail(
+            "bind",
+            format!(
+                "{} is not the bind of {} ({})",
+                b.target,
+                b.store_dir,
+                b.mounted_source
+                    .as_deref()
+                    .map_or("nothing of its own is mounted there".to_string(), |m| format!("mounted: {m}"))
+            ),
+            format!("{stamp}; the bind happens at boot only, never from a switch: once the checks above are ok, restart this distro (`wsl --terminate <distro>` in Windows)"),
+        );
+    }
+    if b.marker {
+        checks.ok("marker", format!("{} is present", marker.display()));
+    } else if b.is_bind {
+        checks.fail(
+            "marker",
+            format!(
+                "{} is missing although the bind is in place",
+                marker.display()
+            ),
+            format!("`systemctl restart {MARKER_UNIT}` (then nix-daemon may start)"),
+        );
+    } else {
+        checks.fail(
+            "marker",
+            format!("{} is missing", marker.display()),
+            "it follows the bind: fix the bind check first",
+        );
+    }
+}
+
+/// `systemctl show -p ActiveState -p After` of the daemon's two units.
+fn check_nix_daemon(checks: &mut Checks, cfg: &Config) {
+    let units = ["nix-daemon.service", "nix-daemon.socket"];
+    let mut args: Vec<String> = ["show", "-p", "ActiveState", "-p", "After"]
+        .map(String::from)
+        .to_vec();
+    args.extend(units.iter().map(|u| u.to_string()));
+    let outcome = run_program(
+        Path::new("systemctl"),
+        &args,
+        LOCAL_TIMEOUT,
+        &AtomicBool::new(false),
+        "not installed, or not in PATH",
+    );
+    let output = match outcome {
+        TriggerOutcome::Exited {
+            code: Some(0),
+            output,
+        } => output,
+        other => {
+            checks.skip(
+                "nix-daemon",
+                format!(
+                    "systemd is not running here (`systemctl show` {})",
+                    other.summary()
+                ),
+            );
+            return;
+        }
+    };
+    // One block of properties per unit, separated by an empty line.
+    let blocks: Vec<BTreeMap<&str, &str>> = output
+        .split("\n\n")
+        .map(|block| {
+            block
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect();
+    if blocks.len() != units.len() {
+        checks.skip(
+            "nix-daemon",
+            format!("cannot read `systemctl show` output: {:?}", output.trim()),
+        );
+        return;
+    }
+    let state = |i: usize| blocks[i].get("ActiveState").copied().unwrap_or("unknown");
+    let unordered: Vec<&str> = units
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            !blocks[*i]
+                .get("After")
+                .is_some_and(|a| a.split_whitespace().any(|u| u == MARKER_UNIT))
+        })
+        .map(|(_, u)| *u)
+        .collect();
+    if cfg.bind_mount_nix_store && !unordered.is_empty() {
+        checks.fail(
+            "nix-daemon",
+            format!("{} not ordered after {MARKER_UNIT}: it may start on the VHDX store", unordered.join(" and ")),
+            "the NixOS module adds this ordering when wslStorageMount.enable, bindMountNixStore and nix.enable are set: check that the module is imported and enabled, then `nixos-rebuild switch`",
+        );
+        return;
+    }
+    let (service, socket) = (state(0), state(1));
+    let ordering = if cfg.bind_mount_nix_store {
+        format!(", ordered after {MARKER_UNIT}")
+    } else {
+        String::new()
+    };
+    if service == "active" || socket == "active" {
+        checks.ok(
+            "nix-daemon",
+            format!("nix-daemon.service {service}, nix-daemon.socket {socket}{ordering}"),
+        );
+    } else {
+        checks.fail(
+            "nix-daemon",
+            format!("nix-daemon.service is {service} and nix-daemon.socket is {socket}"),
+            "once the checks above are ok: `systemctl start nix-daemon.socket nix-daemon.service`; why it stopped: `systemctl status nix-daemon`",
+        );
+    }
+}
+
+fn check_last_run(checks: &mut Checks, st: &Status) {
+    match &st.last_run {
+        None => checks.warn(
+            "last-run",
+            "no `mount` run recorded since boot",
+            "`systemctl start wsl-storage-mount` (and check it is enabled: `systemctl status wsl-storage-mount`)",
+        ),
+        Some(r) if r.outcome == "mounted" => checks.ok(
+            "last-run",
+            format!("{} at {}: {}", r.outcome, r.finished_at, r.message),
+        ),
+        Some(r) if r.outcome == "degraded" => checks.warn(
+            "last-run",
+            format!("degraded at {}: {}", r.finished_at, r.message),
+            "onMissing = \"fallback\" kept /nix on the VHDX store: attach the disk, then restart this distro",
+        ),
+        Some(r) => checks.fail(
+            "last-run",
+            format!("{} (exit {}) at {}: {}", r.outcome, r.exit_code, r.finished_at, r.message),
+            "fix the cause named in the message, then `systemctl restart wsl-storage-mount`",
+        ),
+    }
+}
+
+fn check_log(checks: &mut Checks, cfg: &Config) -> Vec<String> {
+    match fs::read(&cfg.log_file) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail: Vec<String> = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
+                .iter()
+                .map(|l| l.to_string())
+                .collect();
+            checks.ok("log", format!("{} ({} lines)", cfg.log_file, lines.len()));
+            tail
+        }
+        Err(e) => {
+            checks.warn(
+                "log",
+                format!("cannot read {}: {e}", cfg.log_file),
+                "the boot step writes it on its first run (`systemctl start wsl-storage-mount`); check logFile",
+            );
+            Vec::new()
+        }
+    }
+}
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    for c in &report.checks {
+        let _ = writeln!(
+            out,
+            "{:<4}  {:<width$}  {}",
+            c.level.label(),
+            c.id,
+            c.message
+        );
+        if let Some(fix) = &c.fix {
+            let _ = writeln!(out, "      {:<width$}  fix: {fix}", "");
+        }
+    }
+    if let Some(log) = &report.log_file {
+        if !report.log_tail.is_empty() {
+            let _ = writeln!(out, "\nlast lines of {log}:");
+            for line in &report.log_tail {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
+    let count = |l: Level| report.checks.iter().filter(|c| c.level == l).count();
+    let _ = writeln!(
+        out,
+        "\ndoctor: {} ok, {} warning(s), {} failed, {} skipped",
+        count(Level::Ok),
+        count(Level::Warn),
+        count(Level::Fail),
+        count(Level::Skip)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drive_dir_is_the_parent_of_windows() {
+        assert_eq!(
+            drive_dir(Path::new(
+                "/mnt/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe"
+            )),
+            "/mnt/c"
+        );
+        assert_eq!(
+            drive_dir(Path::new("/c/WINDOWS/system32/schtasks.exe")),
+            "/c"
+        );
+        assert_eq!(drive_dir(Path::new("/opt/schtasks.exe")), "/mnt/c");
+    }
+
+    #[test]
+    fn fixes_are_kept_only_when_not_ok_and_rendered_under_the_check() {
+        let mut checks = Checks::default();
+        checks.add("a", Level::Ok, "fine", Some("ignored".into()));
+        checks.fail("bb", "broken", "do this");
+        assert!(checks.0[0].fix.is_none());
+        let report = Report {
+            ok: false,
+            checks: checks.0,
+            log_file: None,
+            log_tail: Vec::new(),
+            status: None,
+        };
+        let text = render(&report);
+        assert!(text.contains("ok    a   fine\n"), "{text}");
+        assert!(
+            text.contains("FAIL  bb  broken\n          fix: do this\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 ok, 0 warning(s), 1 failed, 0 skipped"),
+            "{text}"
+        );
+    }
+}
