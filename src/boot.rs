@@ -10,6 +10,7 @@ use crate::device::{self, Found};
 use crate::exit::{exit_of, fail, Exit};
 use crate::instances;
 use crate::mount::{self, Mounted};
+use crate::mountinfo;
 use crate::probe;
 use crate::state::{self, RunState};
 use crate::store;
@@ -76,8 +77,33 @@ fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
     // 6. The store guard.
     if cfg.bind_mount_nix_store {
         let closure = store::verify(cfg)?;
-        store::write_stamp(cfg, closure)?;
         record.store_verified = true;
+        let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
+        if store::bind_state(cfg, &mounts).is_bind {
+            log::info!(
+                "{} already is the bind of the verified store",
+                cfg.bind_target
+            );
+            store::write_stamp(cfg, closure)?;
+        } else {
+            match store::system_is_booting() {
+                Ok(true) => store::write_stamp(cfg, closure)?,
+                Ok(false) => {
+                    record.bind_deferred = true;
+                    log::warn!(
+                        "the system is already up, so {} is not swapped under it now: the bind happens at the next start of this instance (wsl --terminate <distro>, or reboot)",
+                        cfg.bind_target
+                    );
+                }
+                Err(why) => {
+                    record.bind_deferred = true;
+                    log::warn!(
+                        "cannot tell whether the system is booting ({why}); leaving {} as it is until the next start",
+                        cfg.bind_target
+                    );
+                }
+            }
+        }
     }
     record.outcome = "mounted".into();
     record.message = format!("{} mounted at {}", dev.node.display(), cfg.mount_point);

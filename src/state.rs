@@ -27,6 +27,10 @@ pub struct RunState {
     /// Whether this run did the mount (false: it was already mounted).
     pub mounted_now: bool,
     pub store_verified: bool,
+    /// The store was verified but the system was already up (a switch or a
+    /// manual restart), so the bind was left for the next boot.
+    #[serde(default)]
+    pub bind_deferred: bool,
     pub waited_ms: u64,
     pub duration_ms: u64,
     pub finished_at: String,

@@ -135,6 +135,30 @@ pub fn verify(cfg: &Config) -> Result<usize> {
     Ok(closure.len())
 }
 
+/// Is the system still booting? The /nix swap belongs to boot: a
+/// `nixos-rebuild switch` that first enables the module starts the new
+/// units too, and binding /nix under a running system would swap the store
+/// under every running program. Without systemd as PID 1 (the helper used by
+/// hand) there is no boot to wait for. Answers Err when systemd runs but its
+/// state cannot be read.
+pub fn system_is_booting() -> Result<bool, String> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return Ok(true);
+    }
+    let out = Command::new("systemctl")
+        .arg("is-system-running")
+        .output()
+        .map_err(|e| format!("cannot run `systemctl is-system-running`: {e}"))?;
+    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match state.as_str() {
+        "initializing" | "starting" => Ok(true),
+        "running" | "degraded" | "maintenance" | "stopping" => Ok(false),
+        other => Err(format!(
+            "`systemctl is-system-running` answered \"{other}\""
+        )),
+    }
+}
+
 pub fn write_stamp(cfg: &Config, closure: usize) -> Result<()> {
     let path = stamp_path();
     let body = serde_json::json!({
@@ -231,6 +255,14 @@ pub fn mark(cfg: &Config) -> Result<Exit> {
         .map_or("nothing is mounted there".to_string(), |m| {
             format!("it is {} (root {})", m.source, m.root)
         });
+    if state::read().is_some_and(|r| r.bind_deferred) {
+        log::warn!(
+            "{} is not the bind of {} yet ({what}): the store was verified after boot, so the bind waits for the next start of this instance (wsl --terminate <distro>, or reboot)",
+            cfg.bind_target,
+            cfg.store_dir().unwrap_or_default()
+        );
+        return Ok(Exit::Success);
+    }
     match cfg.on_missing {
         OnMissing::Fallback => {
             log::warn!(

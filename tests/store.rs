@@ -160,3 +160,66 @@ fn fallback_mark_goes_on_without_the_bind() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("DEGRADED"));
     assert!(!sb.path("nix/.mounted").exists(), "a stale marker must go");
 }
+
+/// Run the helper with a fake `systemctl` that answers `is-system-running`.
+fn helper_with_systemd_state(
+    sb: &Sandbox,
+    cfg: &std::path::Path,
+    state: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let bin = sb.path(&format!("systemd-{state}"));
+    sb.fake_exe(&bin.join("systemctl"), &format!("echo {state}"));
+    sb.sh_ok("mkdir -p /run/systemd/system");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    sb.helper_cmd(cfg, args).env("PATH", path).output().unwrap()
+}
+
+#[test]
+fn the_bind_waits_for_boot_when_the_system_is_already_up() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let cfg = setup(&mut sb, 4, json!({}));
+    let nix = sb.path("nix").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {nix}"));
+
+    // A switch (or a manual restart) after boot: verified, but no stamp.
+    let out = helper_with_systemd_state(&sb, &cfg, "running", &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the system is already up"));
+    assert!(!sb.stamp_exists());
+    assert_eq!(sb.state()["storeVerified"], true);
+    assert_eq!(sb.state()["bindDeferred"], true);
+    // The marker step does not fail the running nix-daemon over it.
+    let out = sb.helper(&cfg, &["mark"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("next start of this instance"));
+
+    // During boot the stamp is written.
+    let out = helper_with_systemd_state(&sb, &cfg, "starting", &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(sb.stamp_exists());
+    assert_eq!(sb.state()["bindDeferred"], false);
+
+    // Once /nix is the bind, a restart after boot keeps (re-writes) the stamp.
+    let mp = sb.path("storage").display().to_string();
+    sb.sh_ok(&format!("mount --bind {mp}/nixos-wsl-main {nix}"));
+    let out = helper_with_systemd_state(&sb, &cfg, "running", &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(sb.stamp_exists());
+    assert_eq!(sb.mounts_at(&nix), 1, "the bind is left alone");
+
+    // An unreadable systemd state is not taken for a boot.
+    let out = helper_with_systemd_state(&sb, &cfg, "offline", &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(sb.stamp_exists(), "already bound: the stamp stays true");
+    sb.sh_ok(&format!("umount {nix}"));
+    let out = helper_with_systemd_state(&sb, &cfg, "offline", &["mount"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot tell whether the system is booting")
+    );
+    assert!(!sb.stamp_exists());
+}

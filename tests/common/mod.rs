@@ -5,7 +5,7 @@
 //! propagation); every command of the test runs inside its namespace
 //! through `nsenter`. In there, tmpfs is mounted over /dev/disk (the test
 //! plays udev: it makes the by-id/by-uuid links itself, or none at all) and
-//! over /run/wsl-storage-mount (state and stamp). Dropping the sandbox kills
+//! over /run (state and stamp; no trace of the host's systemd). Dropping the sandbox kills
 //! its processes, which takes the namespace and every mount in it away, and
 //! detaches its loop devices, also when the test failed.
 
@@ -77,10 +77,9 @@ impl Sandbox {
             .prefix("wsm-test-")
             .tempdir_in(std::env::temp_dir())
             .unwrap();
-        // Mount points for the tmpfs mounts made inside the namespace.
-        for d in ["/dev/disk", "/run/wsl-storage-mount"] {
-            fs::create_dir_all(d).unwrap();
-        }
+        // The mount point for the tmpfs over /dev/disk made inside the
+        // namespace (a plain directory where udev never ran).
+        fs::create_dir_all("/dev/disk").unwrap();
         let holder = Command::new("unshare")
             .args(["-m", "--propagation", "private", "--", "sleep", "3600"])
             .stdin(Stdio::null())
@@ -109,9 +108,11 @@ impl Sandbox {
             loops: Vec::new(),
             children: Vec::new(),
         };
+        // A private /run: the helper's state and stamp, and no trace of the
+        // host's systemd (the helper asks systemd whether it is booting).
         sb.sh_ok(
             "mount -t tmpfs -o mode=0755 sandbox-disk /dev/disk && mkdir -p /dev/disk/by-id /dev/disk/by-uuid /dev/disk/by-label \
-             && mount -t tmpfs -o mode=0755 sandbox-run /run/wsl-storage-mount",
+             && mount -t tmpfs -o mode=0755 sandbox-run /run && mkdir -p /run/wsl-storage-mount",
         );
         Some(sb)
     }
