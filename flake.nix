@@ -13,12 +13,12 @@
         lib.genAttrs [
           "x86_64-linux"
           "aarch64-linux"
-        ] (system: f nixpkgs.legacyPackages.${system});
+        ] (system: f nixpkgs.legacyPackages."${system}");
     in
     {
       packages = forAllSystems (pkgs: {
         wsl-storage-mount = pkgs.callPackage ./package.nix { };
-        default = self.packages.${pkgs.stdenv.hostPlatform.system}.wsl-storage-mount;
+        default = self.packages."${pkgs.stdenv.hostPlatform.system}".wsl-storage-mount;
       });
 
       overlays.default = final: _prev: {

@@ -6,7 +6,7 @@ let
   inherit (pkgs) lib;
   inherit (pkgs.stdenv.hostPlatform) system;
 
-  package = self.packages.${system}.wsl-storage-mount;
+  package = self.packages."${system}".wsl-storage-mount;
 
   # A real NixOS evaluation: the real option types, merging and unit names.
   nixosSystem =

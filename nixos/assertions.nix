@@ -16,7 +16,7 @@ let
     && builtins.stringLength name <= 255;
 
   isWithin = parent: path: path == parent || lib.hasPrefix "${lib.removeSuffix "/" parent}/" path;
-  mountPoint = cfg.generatedConfig.mountPoint;
+  inherit (cfg.generatedConfig) mountPoint;
 
   # The nixStoreSubdir entry is added by the module; its own assertion names it.
   unsafeInstanceDirs = lib.filter (name: !isSafeComponent name && name != cfg.nixStoreSubdir) (
@@ -76,7 +76,7 @@ in
         '';
       }
       {
-        assertion = cfg.bindMountNixStore -> !(config.fileSystems ? ${cfg.bindTarget});
+        assertion = cfg.bindMountNixStore -> !(config.fileSystems ? "${cfg.bindTarget}");
         message = ''
           wslStorageMount.bindMountNixStore binds the store over ${cfg.bindTarget} with its
           own mount unit, but fileSystems."${cfg.bindTarget}" is also defined. Remove

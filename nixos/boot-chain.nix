@@ -34,7 +34,7 @@ let
       btrfs = [ pkgs.btrfs-progs ];
       vfat = [ pkgs.dosfstools ];
     }
-    .${cfg.fsType};
+    ."${cfg.fsType}";
 
   # A change takes effect at the next boot: swapping /nix under a running
   # system (from a switch, or by stopping a unit that went away) breaks it.

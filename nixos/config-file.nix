@@ -16,54 +16,56 @@ let
 in
 {
   config = lib.mkIf cfg.enable {
-    # The store's own dir always exists, owned by root (a Nix store must be).
-    wslStorageMount.instanceDirs = lib.optionalAttrs (cfg.nixStoreSubdir != null) {
-      ${cfg.nixStoreSubdir} = { };
-    };
-
-    wslStorageMount.generatedConfig = withoutNulls {
-      inherit (cfg)
-        device
-        deviceId
-        fsUuid
-        fsLabel
-        fsType
-        mountOptions
-        fsck
-        waitTimeout
-        bindMountNixStore
-        nixStoreSubdir
-        onMissing
-        diskSerialNumber
-        mountName
-        logFile
-        bindTarget
-        ;
-      mountPoint = if cfg.mountPoint == "/" then "/" else lib.removeSuffix "/" cfg.mountPoint;
-      instanceDirs = lib.mapAttrs (_: dir: { inherit (dir) owner group mode; }) cfg.instanceDirs;
-      nixStoreCommand = lib.getExe' config.nix.package "nix-store";
-      windows = withoutNulls {
-        inherit (cfg.windows)
-          trigger
-          taskName
-          scriptPath
-          schtasksPath
-          powershellPath
-          triggerAttempts
-          triggerTimeout
-          logPath
-          ;
+    wslStorageMount = {
+      # The store's own dir always exists, owned by root (a Nix store must be).
+      instanceDirs = lib.optionalAttrs (cfg.nixStoreSubdir != null) {
+        "${cfg.nixStoreSubdir}" = { };
       };
-    };
 
-    wslStorageMount.configFile = pkgs.writeTextFile {
-      name = "wsl-storage-mount.json";
-      text = builtins.toJSON cfg.generatedConfig;
-      # Bad settings fail the system build with the helper's own message,
-      # which names every offending key.
-      checkPhase = ''
-        ${lib.getExe cfg.package} --config "$out" check
-      '';
+      generatedConfig = withoutNulls {
+        inherit (cfg)
+          device
+          deviceId
+          fsUuid
+          fsLabel
+          fsType
+          mountOptions
+          fsck
+          waitTimeout
+          bindMountNixStore
+          nixStoreSubdir
+          onMissing
+          diskSerialNumber
+          mountName
+          logFile
+          bindTarget
+          ;
+        mountPoint = if cfg.mountPoint == "/" then "/" else lib.removeSuffix "/" cfg.mountPoint;
+        instanceDirs = lib.mapAttrs (_: dir: { inherit (dir) owner group mode; }) cfg.instanceDirs;
+        nixStoreCommand = lib.getExe' config.nix.package "nix-store";
+        windows = withoutNulls {
+          inherit (cfg.windows)
+            trigger
+            taskName
+            scriptPath
+            schtasksPath
+            powershellPath
+            triggerAttempts
+            triggerTimeout
+            logPath
+            ;
+        };
+      };
+
+      configFile = pkgs.writeTextFile {
+        name = "wsl-storage-mount.json";
+        text = builtins.toJSON cfg.generatedConfig;
+        # Bad settings fail the system build with the helper's own message,
+        # which names every offending key.
+        checkPhase = ''
+          ${lib.getExe cfg.package} --config "$out" check
+        '';
+      };
     };
 
     # The default config path of `wsl-storage-mount status` and `doctor`.

@@ -106,11 +106,11 @@ in
     modules = [ base ];
     checks = config: [
       (expect "wsl-storage-mount.service has DefaultDependencies=no" (
-        (svc config).unitConfig.DefaultDependencies == false
+        !(svc config).unitConfig.DefaultDependencies
       ))
       (expect "wsl-storage-mount.service is Type=oneshot" ((svc config).serviceConfig.Type == "oneshot"))
       (expect "wsl-storage-mount.service has RemainAfterExit" (
-        (svc config).serviceConfig.RemainAfterExit == true
+        (svc config).serviceConfig.RemainAfterExit
       ))
       (expect "TimeoutStartSec is above waitTimeout (60)" (
         (svc config).serviceConfig.TimeoutStartSec > 60
@@ -136,7 +136,7 @@ in
       (expect "the ext4 fsck (e2fsprogs) is on its PATH" (
         any (p: lib.getName p == "e2fsprogs") (svc config).path
       ))
-      (expect "a switch does not restart it" ((svc config).restartIfChanged == false))
+      (expect "a switch does not restart it" (!(svc config).restartIfChanged))
       (expect "udev is on" config.services.udev.enable)
       (expect "the helper is in systemPackages" (
         elem "${config.wslStorageMount.package}" (map toString config.environment.systemPackages)
@@ -195,13 +195,13 @@ in
           bind.unitConfig.ConditionPathExists == stamp
         ))
         (expect "removing it in a switch does not unmount /nix" (
-          bind.unitConfig."X-StopOnRemoval" == false
+          !bind.unitConfig."X-StopOnRemoval"
         ))
         (expect "no automount or idle timeout in its options" (
           !(hasInfix "automount" bind.options) && !(hasInfix "idle-timeout" bind.options)
         ))
         (expect "no automount unit at or under /nix" (
-          all (a: !(a.where == "/nix" || hasPrefix "/nix/" a.where)) config.systemd.automounts
+          all (a: a.where != "/nix" && !(hasPrefix "/nix/" a.where)) config.systemd.automounts
         ))
         (expect "no fileSystems.\"/nix\"" (!(config.fileSystems ? "/nix")))
       ];
@@ -213,9 +213,9 @@ in
       (expect "nix-mount-marker.service is Type=oneshot" (
         (markerSvc config).serviceConfig.Type == "oneshot"
       ))
-      (expect "the marker has RemainAfterExit" ((markerSvc config).serviceConfig.RemainAfterExit == true))
+      (expect "the marker has RemainAfterExit" (markerSvc config).serviceConfig.RemainAfterExit)
       (expect "the marker has DefaultDependencies=no" (
-        (markerSvc config).unitConfig.DefaultDependencies == false
+        !(markerSvc config).unitConfig.DefaultDependencies
       ))
       (expect "the marker runs after nix.mount" (elem "nix.mount" (markerSvc config).after))
       (expect "the marker requires nix.mount (block)" (elem "nix.mount" (markerSvc config).requires))
@@ -338,7 +338,7 @@ in
         config.systemd.units ? "nix\\x2dstorage\\x2dtest.mount"
       ))
       (expect "NixOS has wsl-storage-mount.service and nix-mount-marker.service" (
-        config.systemd.units ? "wsl-storage-mount.service" && config.systemd.units ? ${marker}
+        config.systemd.units ? "wsl-storage-mount.service" && config.systemd.units ? "${marker}"
       ))
     ];
   };
@@ -389,7 +389,7 @@ in
         (svc config).serviceConfig.ExecStart == helperCommand config "mount"
       ))
       (expect "the config says bindMountNixStore = false" (
-        config.wslStorageMount.generatedConfig.bindMountNixStore == false
+        !config.wslStorageMount.generatedConfig.bindMountNixStore
       ))
     ];
   };
@@ -425,7 +425,7 @@ in
           all (v: v != null) (lib.attrValues json ++ lib.attrValues json.windows)
         ))
         (expect "fsUuid is written" (json.fsUuid == uuid))
-        (expect "bindMountNixStore is written as true" (json.bindMountNixStore == true))
+        (expect "bindMountNixStore is written as true" json.bindMountNixStore)
         (expect "nixStoreSubdir defaults to nixos-wsl-<hostName>" (
           json.nixStoreSubdir == "nixos-wsl-testhost"
         ))
@@ -568,12 +568,14 @@ in
     modules = [
       base
       {
-        wslStorageMount.windows = {
-          trigger = "task";
-          taskName = "wsl-storage-mount";
+        wslStorageMount = {
+          windows = {
+            trigger = "task";
+            taskName = "wsl-storage-mount";
+          };
+          diskSerialNumber = "0000_0000_0000_0001.";
+          deviceId = "wwn-0x5000000000000001";
         };
-        wslStorageMount.diskSerialNumber = "0000_0000_0000_0001.";
-        wslStorageMount.deviceId = "wwn-0x5000000000000001";
       }
     ];
     checks = config: [

@@ -11,7 +11,7 @@ let
     inherit lib;
     evalConfig = import ./stub.nix { inherit lib; };
   };
-  failures = results.${case};
+  failures = results."${case}";
 in
 if case == null then
   builtins.attrNames results

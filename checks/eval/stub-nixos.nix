@@ -126,21 +126,23 @@ in
       default = [ ];
     };
 
-    systemd.services = mkOption {
-      type = types.attrsOf service;
-      default = { };
-    };
-    systemd.sockets = mkOption {
-      type = types.attrsOf socket;
-      default = { };
-    };
-    systemd.mounts = mkOption {
-      type = types.listOf mount;
-      default = [ ];
-    };
-    systemd.automounts = mkOption {
-      type = types.listOf automount;
-      default = [ ];
+    systemd = {
+      services = mkOption {
+        type = types.attrsOf service;
+        default = { };
+      };
+      sockets = mkOption {
+        type = types.attrsOf socket;
+        default = { };
+      };
+      mounts = mkOption {
+        type = types.listOf mount;
+        default = [ ];
+      };
+      automounts = mkOption {
+        type = types.listOf automount;
+        default = [ ];
+      };
     };
   };
 }
