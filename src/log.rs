@@ -102,20 +102,33 @@ impl Log for Logger {
             return;
         }
         let level = record.level();
-        let msg = record.args();
-        let line = if self.journal {
-            format!("<{}>{msg}\n", syslog_priority(level))
-        } else {
-            format!("{}: {msg}\n", level.as_str().to_ascii_lowercase())
-        };
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        let msg = record.args().to_string();
+        // Every line carries its own prefix, so that a multi-line message
+        // (a list of config problems) keeps its priority in the journal and
+        // its timestamp in the file.
+        let mut out = String::new();
+        for line in msg.lines() {
+            if self.journal {
+                out.push_str(&format!("<{}>{line}\n", syslog_priority(level)));
+            } else {
+                out.push_str(&format!(
+                    "{}: {line}\n",
+                    level.as_str().to_ascii_lowercase()
+                ));
+            }
+        }
+        let _ = std::io::stderr().write_all(out.as_bytes());
         if let Ok(mut slot) = self.file.lock() {
             if let Some(file) = slot.as_mut() {
-                // One write per line: with O_APPEND, lines of two runs
-                // writing at once never interleave.
+                // One write per message: with O_APPEND, the lines of two
+                // runs writing at once never interleave.
                 let stamp = humantime::format_rfc3339_millis(SystemTime::now());
-                let line = format!("{stamp} [{}] {level:<5} {msg}\n", std::process::id());
-                let _ = file.write_all(line.as_bytes());
+                let pid = std::process::id();
+                let text: String = msg
+                    .lines()
+                    .map(|line| format!("{stamp} [{pid}] {level:<5} {line}\n"))
+                    .collect();
+                let _ = file.write_all(text.as_bytes());
             }
         }
     }

@@ -221,10 +221,32 @@ impl Sandbox {
         assert!(out.status.success(), "losetup: {}", output_text(&out));
         let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
         self.loops.push(node.clone());
+        // Loop numbers are reused quickly between parallel tests; drop any
+        // page cache a reader of the device's previous life left behind.
+        let _ = Command::new("blockdev")
+            .arg("--flushbufs")
+            .arg(&node)
+            .output();
         LoopDev {
             node,
             image: image.to_path_buf(),
         }
+    }
+
+    /// Detach a loop device of this sandbox now (and forget it: its number
+    /// may go to another test at once, which Drop must not detach).
+    pub fn detach(&mut self, node: &str) {
+        let out = Command::new("losetup")
+            .arg("-d")
+            .arg(node)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup -d {node}: {}",
+            output_text(&out)
+        );
+        self.loops.retain(|n| n != node);
     }
 
     /// Make a symlink inside the namespace (e.g. a by-id link in /dev/disk).
