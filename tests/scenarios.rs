@@ -121,7 +121,7 @@ fn vm_restart_switch_twin_keeps_the_same_mount_and_stamp() {
 /// when run with `/Run /TN <task>`; the helper picks it up.
 #[test]
 fn vm_windows_trigger_twin_schtasks_brings_the_disk_in() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(sb) = Sandbox::new() else { return };
     let uuid = common::new_uuid();
     let image = sb.path("disk.img");
     std::fs::File::create(&image)
