@@ -103,6 +103,14 @@ in
           in PowerShell; the attach script finds the disk by it).
         '';
       }
+      {
+        assertion = cfg.windows.installFiles -> cfg.diskSerialNumber != null;
+        message = ''
+          wslStorageMount.windows.installFiles = true needs wslStorageMount.diskSerialNumber:
+          the attach script it copies to Windows finds the disk by that serial (from
+          `Get-PhysicalDisk | Select SerialNumber` in PowerShell).
+        '';
+      }
     ];
 
     warnings = lib.optional (cfg.deviceId != null && lib.hasPrefix "nvme-" cfg.deviceId) ''

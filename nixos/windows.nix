@@ -19,7 +19,9 @@ let
     '';
 in
 {
-  config = lib.mkIf cfg.enable {
+  # The attach script finds the disk by its serial: without one there is
+  # nothing to generate (the helper would refuse, failing the build).
+  config = lib.mkIf (cfg.enable && cfg.diskSerialNumber != null) {
     environment.etc."wsl-storage-mount/attach.ps1".source = generated "attach.ps1" "windows-script";
     environment.etc."wsl-storage-mount/register-task.ps1".source =
       generated "register-task.ps1" "windows-task";

@@ -21,6 +21,7 @@ let
   expect = what: ok: { inherit what ok; };
 
   uuid = "3d2f8c1e-7b4a-4e59-a0c6-5f1b2e9d8a47";
+  serial = "E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4.";
 
   base = {
     networking.hostName = "testhost";
@@ -499,7 +500,10 @@ in
   };
 
   windows-files = {
-    modules = [ base ];
+    modules = [
+      base
+      { wslStorageMount.diskSerialNumber = serial; }
+    ];
     checks = config: [
       (expect "attach.ps1 is under /etc/wsl-storage-mount" (
         config.environment.etc ? "wsl-storage-mount/attach.ps1"
@@ -513,9 +517,24 @@ in
     ];
   };
 
+  windows-files-without-serial = {
+    modules = [ base ];
+    checks = config: [
+      (expect "no attach.ps1 without diskSerialNumber (the helper would refuse it)" (
+        !(config.environment.etc ? "wsl-storage-mount/attach.ps1")
+      ))
+      (expect "no register-task.ps1 without diskSerialNumber" (
+        !(config.environment.etc ? "wsl-storage-mount/register-task.ps1")
+      ))
+    ];
+  };
+
   windows-files-generated = {
     stubOnly = true;
-    modules = [ base ];
+    modules = [
+      base
+      { wslStorageMount.diskSerialNumber = serial; }
+    ];
     checks = config: [
       (expect "attach.ps1 is the helper's windows-script" (
         hasInfix (helperCommand config "windows-script")
@@ -531,7 +550,10 @@ in
   windows-install-files = {
     modules = [
       base
-      { wslStorageMount.windows.installFiles = true; }
+      {
+        wslStorageMount.diskSerialNumber = serial;
+        wslStorageMount.windows.installFiles = true;
+      }
     ];
     checks =
       config:
@@ -652,6 +674,10 @@ in
       wslStorageMount.windows.trigger = "task";
       wslStorageMount.windows.taskName = "wsl-storage-mount";
     }
+  ];
+
+  assert-install-files-needs-serial = failsOnly "wslStorageMount.diskSerialNumber" [
+    { wslStorageMount.windows.installFiles = true; }
   ];
 
   warn-nvme-device-id = {
