@@ -23,7 +23,8 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     holder: Child,
     pub pid: u32,
-    loops: Vec<String>,
+    /// Loop devices attached by this sandbox, with their image files.
+    loops: Vec<(String, PathBuf)>,
     children: Vec<Child>,
 }
 
@@ -220,7 +221,7 @@ impl Sandbox {
             .unwrap();
         assert!(out.status.success(), "losetup: {}", output_text(&out));
         let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        self.loops.push(node.clone());
+        self.loops.push((node.clone(), image.to_path_buf()));
         // Loop numbers are reused quickly between parallel tests; drop any
         // page cache a reader of the device's previous life left behind.
         let _ = Command::new("blockdev")
@@ -246,7 +247,7 @@ impl Sandbox {
             "losetup -d {node}: {}",
             output_text(&out)
         );
-        self.loops.retain(|n| n != node);
+        self.loops.retain(|(n, _)| n != node);
     }
 
     /// Make a symlink inside the namespace (e.g. a by-id link in /dev/disk).
@@ -322,10 +323,21 @@ impl Drop for Sandbox {
         let _ = self.holder.wait();
         // The namespace is gone with its last process, and its mounts with
         // it; a loop device still busy is detached by the kernel when freed.
-        for node in &self.loops {
-            let _ = Command::new("losetup").arg("-d").arg(node).output();
+        for (node, image) in &self.loops {
+            // Only while the device still belongs to this sandbox's image:
+            // a number, once free, may already serve another test.
+            if still_backed_by(node, image) {
+                let _ = Command::new("losetup").arg("-d").arg(node).output();
+            }
         }
     }
+}
+
+/// Is loop device `node` (e.g. /dev/loop3) attached to `image`?
+fn still_backed_by(node: &str, image: &Path) -> bool {
+    let name = node.trim_start_matches("/dev/");
+    fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+        .is_ok_and(|backing| Path::new(backing.trim()) == image)
 }
 
 /// A fresh random UUID for a test's filesystem.
