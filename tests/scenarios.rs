@@ -16,6 +16,17 @@ fn mount_id_at(sb: &Sandbox, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// A config that binds the instance dir "main" (over a sandbox path, not
+/// /nix), with `fake` as nix-store.
+fn bind_config(sb: &Sandbox, uuid: &str, mp: &str, fake: &std::path::Path) -> std::path::PathBuf {
+    sb.config(
+        "config.json",
+        json!({"fsUuid": uuid, "mountPoint": mp, "bindMountNixStore": true, "nixStoreSubdir": "main",
+               "nixStoreCommand": fake.display().to_string(), "bindTarget": sb.path("nix").display().to_string(),
+               "instanceDirs": {"main": {"owner": 0, "group": 0, "mode": "0755"}}}),
+    )
+}
+
 /// vm-reboot: after a "reboot" (everything unmounted, the disk detached and
 /// attached again on another loop number, a fresh /run) the same layout
 /// comes back, and the log keeps both boots.
@@ -100,12 +111,7 @@ fn vm_restart_switch_twin_keeps_the_same_mount_and_stamp() {
         "mkdir -p {mp} && mount {} {mp} && mkdir -p {mp}/main/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-system {mp}/main/var/nix/db && umount {mp}",
         dev.node
     ));
-    let cfg = sb.config(
-        "config.json",
-        json!({"fsUuid": uuid, "mountPoint": mp, "bindMountNixStore": true, "nixStoreSubdir": "main",
-               "nixStoreCommand": fake.display().to_string(), "bindTarget": sb.path("nix").display().to_string(),
-               "instanceDirs": {"main": {"owner": 0, "group": 0, "mode": "0755"}}}),
-    );
+    let cfg = bind_config(&sb, &uuid, &mp, &fake);
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let ids = mount_id_at(&sb, &mp);
@@ -232,12 +238,7 @@ fn vm_unsafe_store_twin_missing_toplevel_is_refused() {
             deps[0], deps[1]
         ),
     );
-    let cfg = sb.config(
-        "config.json",
-        json!({"fsUuid": uuid, "mountPoint": mp, "bindMountNixStore": true, "nixStoreSubdir": "main",
-               "nixStoreCommand": fake.display().to_string(), "bindTarget": sb.path("nix").display().to_string(),
-               "instanceDirs": {"main": {"owner": 0, "group": 0, "mode": "0755"}}}),
-    );
+    let cfg = bind_config(&sb, &uuid, &mp, &fake);
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("1 of 3 paths in the closure of /run/booted-system are missing from {mp}/main/store (first: /nix/store/{toplevel})")), "{}", output_text(&out));
