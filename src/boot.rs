@@ -11,7 +11,7 @@ use crate::exit::{exit_of, fail, Exit};
 use crate::instances;
 use crate::mount::{self, Mounted};
 use crate::mountinfo;
-use crate::probe;
+use crate::probe::{self, FsInfo};
 use crate::state::{self, RunState};
 use crate::store;
 
@@ -65,10 +65,9 @@ fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
     record.found_via = Some(dev.via.clone());
 
     // 2. Its filesystem.
-    check_filesystem(cfg, &dev)?;
+    let fs_info = check_filesystem(cfg, &dev)?;
 
     // 3 and 4. fsck and mount.
-    let fs_info = probe::probe_path(&dev.node)?.context("the filesystem vanished")?;
     record.mounted_now = mount::ensure_mounted(cfg, &dev, &fs_info)? == Mounted::Now;
 
     // 5. Instance dirs.
@@ -110,7 +109,7 @@ fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn check_filesystem(cfg: &Config, dev: &Found) -> Result<()> {
+fn check_filesystem(cfg: &Config, dev: &Found) -> Result<FsInfo> {
     let node = dev.node.display();
     let info = probe::probe_path(&dev.node)
         .with_context(|| format!("reading the superblock of {node}"))?;
@@ -162,7 +161,7 @@ fn check_filesystem(cfg: &Config, dev: &Found) -> Result<()> {
         info.uuid.as_deref().unwrap_or("(none)"),
         info.label.as_deref().unwrap_or("(none)")
     );
-    Ok(())
+    Ok(info)
 }
 
 fn missing(cfg: &Config, record: &mut RunState, triggers: &[String]) -> Result<Exit> {
