@@ -231,7 +231,6 @@ pub fn wait_for_device(cfg: &Config) -> Result<WaitResult> {
         | AddWatchFlags::IN_DELETE_SELF
         | AddWatchFlags::IN_MOVE_SELF;
     let mut watched: Vec<PathBuf> = Vec::new();
-    let mut misses = 0u32;
     loop {
         // (Re)arm: a directory that now exists replaces its ancestor.
         for dir in watch_dirs(cfg) {
@@ -258,8 +257,7 @@ pub fn wait_for_device(cfg: &Config) -> Result<WaitResult> {
                 triggers: trigger.finish(),
             });
         }
-        misses += 1;
-        trigger.on_miss(misses);
+        trigger.on_miss();
         let now = Instant::now();
         if now >= deadline {
             break;

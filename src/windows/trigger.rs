@@ -324,7 +324,7 @@ impl TriggerRunner {
     /// Called on every miss of the device wait: start the next attempt when
     /// none is running, fewer than `triggerAttempts` were started, none
     /// succeeded, and the previous one started long enough ago.
-    pub fn on_miss(&mut self, _miss: u32) {
+    pub fn on_miss(&mut self) {
         self.collect();
         let Some((program, args)) = command_for(&self.win) else {
             return;
