@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{output_text, Sandbox, BIN};
+use common::{output_text, write_exe, Sandbox, BIN};
 use serde_json::{json, Value};
 
 const UUID: &str = "0f3e5a8c-1c2d-4b6e-9f00-123456789abc";
@@ -37,12 +37,6 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn write_exe(path: &Path, body: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 // --- Golden files ----------------------------------------------------------

@@ -295,9 +295,7 @@ impl Sandbox {
 
     /// A fake Windows executable: a shell script at `path` (mode 0755).
     pub fn fake_exe(&self, path: &Path, script: &str) {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, format!("#!/bin/sh\n{script}\n")).unwrap();
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+        write_exe(path, script);
     }
 
     /// Read the state file written by `mount` (inside the namespace).
@@ -331,6 +329,13 @@ impl Drop for Sandbox {
             }
         }
     }
+}
+
+/// A shell script at `path` (mode 0755), for tests with or without a sandbox.
+pub fn write_exe(path: &Path, script: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// Is loop device `node` (e.g. /dev/loop3) attached to `image`?
