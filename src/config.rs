@@ -12,7 +12,7 @@ use std::path::{Component, Path};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::mountopts;
+use crate::boot::mountopts;
 
 pub const DEFAULT_CONFIG: &str = "/etc/wsl-storage-mount/config.json";
 pub const DEFAULT_MOUNT_POINT: &str = "/mnt/wsl/storage";

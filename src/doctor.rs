@@ -16,10 +16,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::boot::device::{self, BY_ID};
+use crate::boot::mount;
 use crate::config::{Config, Trigger};
-use crate::device::{self, BY_ID};
 use crate::exit::Exit;
-use crate::mount;
 use crate::status::{self, Status};
 use crate::store;
 use crate::windows::script;

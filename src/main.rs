@@ -1,22 +1,21 @@
 //! wsl-storage-mount: mount a disk attached with `wsl --mount --bare`,
 //! prepare per-instance dirs and guard the /nix bind on NixOS-WSL.
 
+// The three parts: the boot chain (find, check and mount the disk, prepare
+// the instance dirs), the store lifecycle (the guard, the bind marker), and
+// the Windows side (the scripts and the trigger that attach the disk).
 mod boot;
-mod cli;
-mod config;
-mod device;
-mod doctor;
-mod exit;
-mod instances;
-mod log;
-mod mount;
-mod mountinfo;
-mod mountopts;
-mod probe;
-mod state;
-mod status;
 mod store;
 mod windows;
+
+mod cli;
+mod config;
+mod doctor;
+mod exit;
+mod log;
+mod mountinfo;
+mod state;
+mod status;
 
 use std::path::Path;
 use std::process::ExitCode;

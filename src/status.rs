@@ -6,13 +6,13 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::boot::device;
+use crate::boot::instances::{self, DirState};
+use crate::boot::mount;
+use crate::boot::probe::{self, FsInfo};
 use crate::config::Config;
-use crate::device;
 use crate::exit::Exit;
-use crate::instances::{self, DirState};
-use crate::mount;
 use crate::mountinfo;
-use crate::probe::{self, FsInfo};
 use crate::state::{self, RunState};
 use crate::store;
 

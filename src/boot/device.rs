@@ -24,9 +24,9 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
+use crate::boot::probe;
 use crate::config::Config;
 use crate::exit::{fail, Exit};
-use crate::probe;
 use crate::windows::trigger::TriggerRunner;
 
 pub const BY_ID: &str = "/dev/disk/by-id";

@@ -12,12 +12,12 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, MsFlags};
 
+use crate::boot::device::Found;
+use crate::boot::mountopts;
+use crate::boot::probe::{self, FsInfo};
 use crate::config::Config;
-use crate::device::Found;
 use crate::exit::{fail, Exit};
 use crate::mountinfo;
-use crate::mountopts;
-use crate::probe::{self, FsInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mounted {

@@ -1,17 +1,23 @@
-//! `mount`: the boot step, from waiting for the device to the stamp.
+//! The boot chain: `mount`, the boot step, from waiting for the device to
+//! the stamp that lets the /nix bind proceed.
+
+pub mod device;
+pub mod instances;
+pub mod mount;
+pub mod mountopts;
+pub mod probe;
 
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
+use self::device::Found;
+use self::mount::Mounted;
+use self::probe::FsInfo;
 use crate::config::{Config, OnMissing, Trigger};
-use crate::device::{self, Found};
 use crate::exit::{exit_of, fail, Exit};
-use crate::instances;
-use crate::mount::{self, Mounted};
 use crate::mountinfo;
-use crate::probe::{self, FsInfo};
 use crate::state::{self, RunState};
 use crate::store;
 

@@ -49,7 +49,7 @@ pub fn resolve_group(p: &Principal) -> Result<u32, String> {
 pub struct DirState {
     pub uid: u32,
     pub gid: u32,
-    #[serde(serialize_with = "crate::instances::ser_mode")]
+    #[serde(serialize_with = "crate::boot::instances::ser_mode")]
     pub mode: u32,
 }
 
