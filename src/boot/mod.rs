@@ -6,6 +6,7 @@ pub mod instances;
 pub mod mount;
 pub mod mountopts;
 pub mod probe;
+pub mod uevent;
 
 use std::path::Path;
 use std::time::{Instant, SystemTime};
