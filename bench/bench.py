@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
-"""Benchmark: how fast `wsl-storage-mount mount` reacts, next to the original
-guide's design (poll every 2 s, 30 tries), in the same run.
+"""Benchmark: how fast `wsl-storage-mount mount` reacts to the disk, next to
+the previous wait (inotify) and the original guide's design (poll every 2 s,
+30 tries), in the same run.
 
 Prints figures; asserts nothing. Needs root, a release build
-(cargo build --release), util-linux and e2fsprogs.
+(cargo build --release), util-linux, e2fsprogs and GNU time.
 
-  bench/bench.py [--runs 20] [--baseline-runs 10]
+  bench/bench.py [--runs 30] [--baseline-runs 10]
 
-Measured, each on a real ext4 loop device inside a private mount namespace:
-  1. link-to-exit: the helper is already waiting; the clock starts right
-     before the by-id-style link is created and stops when `mount` exits 0.
-  2. present: the device is already there (fsck off): from spawning the
+Measured, each on a real ext4 loop device inside a private mount namespace,
+the helper already waiting when the device arrives; the clock starts right
+before the arrival and stops when `mount` exits 0:
+  1. loop attach, fsUuid, no /dev/disk links (udev off): the arrival is the
+     LOOP_SET_FD ioctl, made here, whose kernel uevent the helper hears.
+  2. the same with the previous wait (WSL_STORAGE_MOUNT_WAIT=inotify: the
+     uevent only wakes a scan of every block device).
+  3. a by-id-style link appears (`device` is the link): the new wait
+     (inotify for links, its descriptor closed off the clock).
+  4. the same with the previous wait (inotify closed on the way out).
+  5. the same for the guide's shell loop (`[ -e link ] || sleep 2`).
+Then:
+  6. present: the device is already there (fsck off): from spawning the
      helper to its exit 0.
-  3. the same as 1 for the guide's shell loop (`[ -e link ] || sleep 2`).
-  4. peak RSS of the helper, as GNU time reports it (a process spawned
+  7. peak RSS of the helper, as GNU time reports it (a process spawned
      straight from Python would count Python's own pages).
 """
 import argparse
+import fcntl
 import json
 import os
 import statistics
@@ -39,6 +49,40 @@ def pct(values, p):
     return s[k]
 
 
+LOOP_SET_FD, LOOP_CLR_FD, LOOP_CTL_GET_FREE = 0x4C00, 0x4C01, 0x4C82
+
+
+def free_loop():
+    ctl = os.open("/dev/loop-control", os.O_RDWR)
+    try:
+        return f"/dev/loop{fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)}"
+    finally:
+        os.close(ctl)
+
+
+def loop_attach(node, img):
+    """Attach img to node; returns the clock right before the ioctl."""
+    lfd = os.open(node, os.O_RDWR)
+    ifd = os.open(img, os.O_RDWR)
+    try:
+        t0 = time.perf_counter()
+        fcntl.ioctl(lfd, LOOP_SET_FD, ifd)
+        return t0
+    finally:
+        os.close(ifd)
+        os.close(lfd)
+
+
+def loop_detach(node):
+    fd = os.open(node, os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, LOOP_CLR_FD)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def summary(name, ms):
     print(f"{name:<44} n={len(ms):<3} median={statistics.median(ms):8.1f} ms  "
           f"p95={pct(ms, 95):8.1f} ms  mean={statistics.mean(ms):8.1f} ms  max={max(ms):8.1f} ms")
@@ -46,7 +90,7 @@ def summary(name, ms):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--baseline-runs", type=int, default=10)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -62,6 +106,14 @@ def main():
         f.truncate(256 << 20)
     sh("mkfs.ext4", "-q", "-L", "bench", img)
     loop = sh("losetup", "--find", "--show", img).strip()
+    # The disk that arrives by loop attach: its own UUID (uevents are
+    # machine-wide; nothing else carries it).
+    uuid = open("/proc/sys/kernel/random/uuid").read().strip()
+    uimg = os.path.join(work, "arriving.img")
+    with open(uimg, "wb") as f:
+        f.truncate(256 << 20)
+    sh("mkfs.ext4", "-q", "-U", uuid, uimg)
+    attached = []
     os.makedirs("/run/wsl-storage-mount", exist_ok=True)
     holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "--",
                                "sh", "-c", "mount -t tmpfs bench /run/wsl-storage-mount && exec sleep 3600"])
@@ -82,47 +134,85 @@ def main():
         link = os.path.join(links, "nvme-FAKE_NVMe_BENCH")
         mp = os.path.join(work, "storage")
         log = os.path.join(work, "wsl-mount.log")
+        common = {"mountPoint": mp, "waitTimeout": 30, "fsck": False, "logFile": log,
+                  "instanceDirs": {"nixos-wsl-main": {"owner": 0, "group": 0, "mode": "0755"}}}
         cfg = os.path.join(work, "config.json")
         with open(cfg, "w") as f:
-            json.dump({"device": link, "mountPoint": mp, "waitTimeout": 30, "fsck": False,
-                       "logFile": log,
-                       "instanceDirs": {"nixos-wsl-main": {"owner": 0, "group": 0, "mode": "0755"}}}, f)
+            json.dump({"device": link, **common}, f)
+        ucfg = os.path.join(work, "config-uuid.json")
+        with open(ucfg, "w") as f:
+            json.dump({"fsUuid": uuid, **common}, f)
 
         def umount():
             subprocess.run(ns + ["umount", mp], capture_output=True)
 
-        def wait_for_log(marker, count):
+        def wait_for_log(marker):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 try:
-                    if open(log).read().count(marker) >= count:
+                    if marker in open(log).read():
                         return
                 except OSError:
                     pass
                 time.sleep(0.002)
             raise RuntimeError("helper did not start waiting")
 
-        # 1. link appears while the helper waits.
-        ours, rss = [], []
-        for i in range(args.runs):
+        def arrival(config, env, arrive, before=lambda: None):
+            """The helper waits; `arrive()` makes the device appear and
+            returns the clock right before it did; until `mount` exits 0."""
+            ms = []
+            for _ in range(args.runs):
+                umount()
+                before()
+                open(log, "w").close()
+                p = subprocess.Popen(ns + [BIN, "--config", config, "mount"],
+                                     env={**os.environ, **env},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wait_for_log("waiting up to")
+                time.sleep(0.05)
+                t0 = arrive()
+                p.wait()
+                t1 = time.perf_counter()
+                if p.returncode != 0:
+                    raise RuntimeError(f"mount exited {p.returncode}: {open(log).read()}")
+                ms.append((t1 - t0) * 1000)
             umount()
+            return ms
+
+        def drop_link():
             if os.path.lexists(link):
                 os.unlink(link)
-            p = subprocess.Popen(timed + [BIN, "--config", cfg, "mount"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_for_log("waiting up to", i + 1)
-            time.sleep(0.05)
+
+        def make_link():
             t0 = time.perf_counter()
             os.symlink(loop, link)
-            p.wait()
-            t1 = time.perf_counter()
-            if p.returncode != 0:
-                raise RuntimeError(f"mount exited {p.returncode}")
-            ours.append((t1 - t0) * 1000)
-            rss.append(int(open(rss_file).read().split()[-1]) / 1024)
+            return t0
 
-        # 2. device already present, fsck off.
-        present = []
+        def detach_all():
+            while attached:
+                loop_detach(attached.pop())
+
+        def attach_uimg():
+            for _ in range(20):
+                node = free_loop()
+                try:
+                    t0 = loop_attach(node, uimg)
+                except OSError:
+                    # Another process took that number first.
+                    continue
+                attached.append(node)
+                return t0
+            raise RuntimeError("no free loop device")
+
+        prev = {"WSL_STORAGE_MOUNT_WAIT": "inotify"}
+        u_new = arrival(ucfg, {}, attach_uimg, detach_all)
+        u_old = arrival(ucfg, prev, attach_uimg, detach_all)
+        detach_all()
+        l_new = arrival(cfg, {}, make_link, drop_link)
+        l_old = arrival(cfg, prev, make_link, drop_link)
+
+        # Device already present, fsck off.
+        present, rss = [], []
         for _ in range(args.runs):
             umount()
             t0 = time.perf_counter()
@@ -135,7 +225,7 @@ def main():
             present.append((t1 - t0) * 1000)
             rss.append(int(open(rss_file).read().split()[-1]) / 1024)
 
-        # 3. the original guide's loop: 30 tries, 2 s apart.
+        # The original guide's loop: 30 tries, 2 s apart.
         guide = (f'for i in $(seq 30); do if [ -e "{link}" ]; then '
                  f'mount -o noatime "{link}" "{mp}" && mkdir -p "{mp}/nixos-wsl-main" && exit 0; fi; '
                  f'sleep 2; done; exit 1')
@@ -155,15 +245,23 @@ def main():
             base.append((t1 - t0) * 1000)
         umount()
 
-        print(f"wsl-storage-mount benchmark ({os.cpu_count()} cores, {loop}, ext4, fsck off)")
-        summary("link appears -> mount exits 0 (ours)", ours)
-        summary("link appears -> mounted (guide: poll 2 s)", base)
+        print(f"wsl-storage-mount benchmark ({os.cpu_count()} cores, ext4, fsck off)")
+        print("device arrives -> mount exits 0:")
+        summary("  loop attach, fsUuid, no links (ours)", u_new)
+        summary("  loop attach, fsUuid, no links (previous)", u_old)
+        summary("  link appears (ours)", l_new)
+        summary("  link appears (previous inotify path)", l_old)
+        summary("  link appears (guide: poll 2 s)", base)
         summary("device present -> mount exits 0 (ours)", present)
         print(f"{'peak RSS of the helper':<44} max={max(rss):.1f} MB  median={statistics.median(rss):.1f} MB")
-        print(f"speed-up on link-to-exit: {statistics.median(base) / statistics.median(ours):.0f}x (median)")
+        print(f"speed-up, loop attach to exit: {statistics.median(u_old) / statistics.median(u_new):.1f}x "
+              f"over the previous wait, {statistics.median(base) / statistics.median(u_new):.0f}x over "
+              "the guide (medians)")
     finally:
         holder.kill()
         holder.wait()
+        for node in attached:
+            loop_detach(node)
         subprocess.run(["losetup", "-d", loop])
         subprocess.run(["rm", "-rf", work])
 
