@@ -17,7 +17,7 @@ Exit codes:
   5  mount failed, or the mount point is taken by something else
   6  store not safe to bind over /nix
   7  sync-boot failed; the previous boot generation is kept
-  8  migrate: not enough room on the disk";
+  8  migrate, bench: not enough room on the disk";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -122,6 +122,38 @@ Examples:
         /// The Windows directory, as a Linux path (default: %USERPROFILE%\wsl-storage-mount through interop).
         #[arg(long, value_name = "WINDOWS_DIR")]
         dir: Option<PathBuf>,
+    },
+
+    /// Measure the disk against the VHDX: sequential, random 4 KiB and Nix-shaped small files.
+    #[command(after_help = "\
+Runs the same workloads in a directory of its own on mountPoint and on a directory of
+the VHDX's root filesystem (--vhdx-dir, default /var/tmp): sequential write and read
+in 1 MiB blocks (O_DIRECT where the filesystem allows it, fsync after the write),
+4 KiB random reads and writes (IOPS, latency p50/p99; up to 20,000 operations or
+3 s each), and --files small files written, fsync'ed and renamed into place in 256
+directories, then read back. Prints a table with the ratio per row and a verdict.
+Removes its files at the end, also on Ctrl-C. Needs size + 6 MiB per 1,000 files
++ 17 MiB free on each side, and refuses (exit 8) otherwise.
+
+Examples:
+  wsl-storage-mount bench
+  wsl-storage-mount bench --size 4G --json | jq .verdict
+
+Exits 0 after a run, 2 on bad options, 5 when mountPoint is not mounted, 8 when a
+side lacks room.")]
+    Bench {
+        /// Size of the sequential file (K, M, G, T: powers of 1024).
+        #[arg(long, default_value = "1G", value_parser = crate::bench::parse_size)]
+        size: u64,
+        /// How many small files the Nix-shaped workload writes and reads.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        files: u64,
+        /// A directory on the VHDX's root filesystem to compare with (default /var/tmp).
+        #[arg(long, value_name = "DIR")]
+        vhdx_dir: Option<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 
     /// Check the whole chain and print the fix for everything that is not ok.

@@ -4,6 +4,7 @@
 // The three parts: the boot chain (find, check and mount the disk, prepare
 // the instance dirs), the store lifecycle (the guard, the bind marker), and
 // the Windows side (the scripts and the trigger that attach the disk).
+mod bench;
 mod boot;
 mod store;
 mod windows;
@@ -69,6 +70,20 @@ fn run(cli: &Cli) -> Result<Exit> {
         }
         Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),
         Command::Doctor { json } => doctor::run(&cli.config, *json),
+        Command::Bench {
+            size,
+            files,
+            vhdx_dir,
+            json,
+        } => bench::run(
+            &cfg,
+            &bench::Options {
+                size: *size,
+                files: *files as usize,
+                vhdx_dir: vhdx_dir.clone(),
+                json: *json,
+            },
+        ),
     }
 }
 
