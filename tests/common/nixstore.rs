@@ -81,6 +81,11 @@ pub fn import(sb: &Sandbox, uri: &str, system: &str) {
     sb.sh_ok(&format!(
         "nix-store --export $(nix-store -qR {system}) | nix-store --store '{uri}' --import >/dev/null 2>&1"
     ));
+    let lacking = invalid_in(sb, uri, &closure(system));
+    assert!(
+        lacking.is_empty(),
+        "import of {system} into {uri} left out {lacking:?}"
+    );
 }
 
 /// Paths of `paths` NOT valid in `uri` (empty: all valid).
