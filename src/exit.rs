@@ -23,7 +23,8 @@ pub enum Exit {
     UnsafeStore = 6,
     /// `sync-boot` failed; the VHDX's previous boot generation is kept.
     SyncFailed = 7,
-    /// `migrate`: not enough room on the disk for the copy.
+    /// `migrate`: not enough room on the disk for the copy; `bench`: not
+    /// enough room for its files on one side.
     NoRoom = 8,
 }
 
