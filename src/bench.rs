@@ -625,6 +625,16 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
             ),
         ));
     }
+    let vhdx_fs = fs_type_of(&vhdx_parent, &mounts);
+    if matches!(vhdx_fs.as_str(), "tmpfs" | "ramfs") {
+        return Err(fail(
+            Exit::Config,
+            format!(
+                "--vhdx-dir {} is on {vhdx_fs} (memory), not on the VHDX; pass a directory on the root filesystem, e.g. --vhdx-dir /root",
+                vhdx_parent.display()
+            ),
+        ));
+    }
     let needed = room_needed(opts.size, opts.files);
     for dir in [mp, vhdx_parent.as_path()] {
         let free = free_bytes(dir)?;
@@ -642,7 +652,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
     }
     install_signal_handlers();
     let disk = run_side(mp, opts, fs_type_of(mp, &mounts))?;
-    let vhdx = run_side(&vhdx_parent, opts, fs_type_of(&vhdx_parent, &mounts))?;
+    let vhdx = run_side(&vhdx_parent, opts, vhdx_fs)?;
     let rows = rows(&disk, &vhdx);
     let report = Report {
         size_bytes: opts.size,

@@ -187,6 +187,16 @@ fn bench_refuses_without_room_naming_the_side_and_the_figures() {
         "{}",
         output_text(&out)
     );
+    // Memory is not the VHDX.
+    let tmp = sb.path("tmpfs").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {tmp} && mount -t tmpfs bench-tmp {tmp}"));
+    let out = sb.helper(&cfg, &["bench", "--size", "8M", "--vhdx-dir", &tmp]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("--vhdx-dir {tmp} is on tmpfs")),
+        "{}",
+        output_text(&out)
+    );
     // Nothing mounted at mountPoint: no disk to measure.
     sb.sh_ok(&format!("umount {mp}"));
     let out = sb.helper(&cfg, &["bench", "--size", "8M", "--vhdx-dir", &vdir]);

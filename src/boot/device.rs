@@ -655,6 +655,20 @@ mod tests {
     }
 
     #[test]
+    fn only_link_identities_are_watched_with_inotify() {
+        let watched = |json: &str| needs_link_watch(&Config::parse(json).unwrap());
+        assert!(watched(r#"{"deviceId": "nvme-X"}"#));
+        assert!(watched(r#"{"device": "/dev/disk/by-id/nvme-X"}"#));
+        assert!(watched(r#"{"device": "/srv/links/disk"}"#));
+        // Kernel nodes and filesystem identities arrive as uevents.
+        assert!(!watched(r#"{"device": "/dev/sdc"}"#));
+        assert!(!watched(
+            r#"{"fsUuid": "0b3e6f6c-5d1c-4c59-9d0e-8f2a3c1b7e10"}"#
+        ));
+        assert!(!watched(r#"{"fsLabel": "wsl-storage"}"#));
+    }
+
+    #[test]
     fn a_regular_file_is_not_a_device() {
         let tmp = tempfile::NamedTempFile::new().unwrap();
         let cfg = Config::parse(&format!(r#"{{"device": "{}"}}"#, tmp.path().display())).unwrap();
