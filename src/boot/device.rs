@@ -295,6 +295,9 @@ pub fn wait_for_device(cfg: &Config) -> Result<WaitResult> {
             break None;
         }
         let wait = (deadline - now).min(SAFETY_POLL.saturating_sub(last_scan.elapsed()));
+        // Whole milliseconds, rounded up: a sub-millisecond rest must not
+        // become a zero timeout that spins.
+        let wait = Duration::from_millis(wait.as_micros().div_ceil(1000) as u64);
         let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::NONE);
         let mut fds = Vec::with_capacity(2);
         if let Some(l) = &uevents {
