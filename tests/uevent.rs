@@ -163,3 +163,50 @@ fn a_device_arriving_between_the_first_look_and_the_wait_is_not_lost() {
     );
     assert!(Path::new(&dev.image).exists());
 }
+
+/// Processes of the helper's binary inside the sandbox's mount namespace.
+fn helpers_in(sb: &Sandbox) -> Vec<u32> {
+    let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", sb.pid)).unwrap();
+    let bin = std::fs::canonicalize(common::BIN).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+                && std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() == Some(&bin)
+        })
+        .collect()
+}
+
+/// With a by-id identity the helper watches the link directory with
+/// inotify and hands the descriptor's teardown to a forked child: the link
+/// is found, and that child is gone soon after the helper exits.
+#[test]
+fn a_by_id_link_is_found_with_inotify_and_no_process_stays_behind() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let dev = sb.loop_device(64, &["mkfs.ext4", "-q", "-U", &common::new_uuid()]);
+    let cfg = config(&sb, json!({"deviceId": "nvme-FAKE_UEVENT_0001"}));
+    let run = sb.spawn_helper(&cfg, &["-v", "mount"]);
+    wait_for_log(&sb, "watching /dev/disk/by-id");
+    sb.link("/dev/disk/by-id/nvme-FAKE_UEVENT_0001", &dev.node);
+    let out = sb.wait_helper(run);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let via = sb.state()["foundVia"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(via.starts_with("deviceId via /dev/disk/by-id/"), "{via}");
+    let start = Instant::now();
+    while !helpers_in(&sb).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "helper processes left behind: {:?}",
+            helpers_in(&sb)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
