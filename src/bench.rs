@@ -5,7 +5,8 @@
 //! 1 MiB blocks (O_DIRECT where the filesystem allows it, fsync at the end
 //! of the write), 4 KiB random reads and writes (IOPS, latency p50/p99),
 //! and a Nix-shaped workload (small files created, fsync'ed and renamed
-//! into place in many directories, then read back). Each side works in a
+//! into place in many directories, then read back), each workload on both
+//! sides in turn. Each side works in a
 //! directory of its own making, removed at the end, also on Ctrl-C.
 
 use std::fs::{self, File, OpenOptions};
@@ -403,41 +404,60 @@ fn fs_type_of(dir: &Path, mounts: &[mountinfo::MountEntry]) -> String {
         .unwrap_or_default()
 }
 
-fn run_side(parent: &Path, opts: &Options, fs_type: String) -> Result<Side> {
-    let work = WorkDir::create(parent)?;
-    let mut side = Side {
-        path: parent.display().to_string(),
-        fs_type,
-        ..Side::default()
-    };
-    let big = work.path.join("seq");
+/// Both sides, one workload at a time on each in turn, so that a change
+/// of load on the machine during the run touches both sides alike.
+fn run_both(targets: [(&Path, String); 2], opts: &Options) -> Result<[Side; 2]> {
+    let mut work = Vec::new();
+    let mut sides: Vec<Side> = Vec::new();
+    for (parent, fs_type) in targets {
+        work.push(WorkDir::create(parent)?);
+        sides.push(Side {
+            path: parent.display().to_string(),
+            fs_type,
+            ..Side::default()
+        });
+    }
+    let big: Vec<PathBuf> = work.iter().map(|w| w.path.join("seq")).collect();
     let mut buf = Aligned::new(SEQ_BLOCK);
-    log::info!("bench {}: sequential write", side.path);
-    (side.seq_write_mib_s, side.direct_io) = seq_write(&big, opts.size, &buf)?;
-    log::info!("bench {}: sequential read", side.path);
-    side.seq_read_mib_s = seq_read(&big, opts.size, side.direct_io, &mut buf)?;
-    log::info!("bench {}: random 4 KiB reads", side.path);
-    (
-        side.rand_read_iops,
-        side.rand_read_p50_us,
-        side.rand_read_p99_us,
-    ) = random_io(&big, opts.size, side.direct_io, false)?;
-    log::info!("bench {}: random 4 KiB writes", side.path);
-    (
-        side.rand_write_iops,
-        side.rand_write_p50_us,
-        side.rand_write_p99_us,
-    ) = random_io(&big, opts.size, side.direct_io, true)?;
-    fs::remove_file(&big).with_context(|| format!("removing {}", big.display()))?;
-    log::info!(
-        "bench {}: {} small files, Nix-shaped",
-        side.path,
-        opts.files
-    );
-    let nix_dir = work.path.join("store");
-    fs::create_dir(&nix_dir).with_context(|| format!("creating {}", nix_dir.display()))?;
-    (side.nix_write_files_s, side.nix_read_files_s) = nix_shaped(&nix_dir, opts.files)?;
-    Ok(side)
+    for (side, big) in sides.iter_mut().zip(&big) {
+        log::info!("bench {}: sequential write", side.path);
+        (side.seq_write_mib_s, side.direct_io) = seq_write(big, opts.size, &buf)?;
+    }
+    for (side, big) in sides.iter_mut().zip(&big) {
+        log::info!("bench {}: sequential read", side.path);
+        side.seq_read_mib_s = seq_read(big, opts.size, side.direct_io, &mut buf)?;
+    }
+    for (side, big) in sides.iter_mut().zip(&big) {
+        log::info!("bench {}: random 4 KiB reads", side.path);
+        (
+            side.rand_read_iops,
+            side.rand_read_p50_us,
+            side.rand_read_p99_us,
+        ) = random_io(big, opts.size, side.direct_io, false)?;
+    }
+    for (side, big) in sides.iter_mut().zip(&big) {
+        log::info!("bench {}: random 4 KiB writes", side.path);
+        (
+            side.rand_write_iops,
+            side.rand_write_p50_us,
+            side.rand_write_p99_us,
+        ) = random_io(big, opts.size, side.direct_io, true)?;
+        fs::remove_file(big).with_context(|| format!("removing {}", big.display()))?;
+    }
+    for (side, w) in sides.iter_mut().zip(&work) {
+        log::info!(
+            "bench {}: {} small files, Nix-shaped",
+            side.path,
+            opts.files
+        );
+        let nix_dir = w.path.join("store");
+        fs::create_dir(&nix_dir).with_context(|| format!("creating {}", nix_dir.display()))?;
+        (side.nix_write_files_s, side.nix_read_files_s) = nix_shaped(&nix_dir, opts.files)?;
+    }
+    let [disk, vhdx]: [Side; 2] = sides
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two sides expected"))?;
+    Ok([disk, vhdx])
 }
 
 fn rows(d: &Side, v: &Side) -> Vec<Row> {
@@ -651,8 +671,13 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         }
     }
     install_signal_handlers();
-    let disk = run_side(mp, opts, fs_type_of(mp, &mounts))?;
-    let vhdx = run_side(&vhdx_parent, opts, vhdx_fs)?;
+    let [disk, vhdx] = run_both(
+        [
+            (mp, fs_type_of(mp, &mounts)),
+            (vhdx_parent.as_path(), vhdx_fs),
+        ],
+        opts,
+    )?;
     let rows = rows(&disk, &vhdx);
     let report = Report {
         size_bytes: opts.size,
