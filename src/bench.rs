@@ -6,8 +6,8 @@
 //! of the write), 4 KiB random reads and writes (IOPS, latency p50/p99),
 //! and a Nix-shaped workload (small files created, fsync'ed and renamed
 //! into place in many directories, then read back), each workload on both
-//! sides in turn. Each side works in a
-//! directory of its own making, removed at the end, also on Ctrl-C.
+//! sides in turn. Each side works in a directory of its own making,
+//! removed at the end, also on Ctrl-C.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
