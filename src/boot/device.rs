@@ -8,8 +8,8 @@
 //! Waiting is event-driven: kernel uevents name each block device that
 //! arrives (a hot-added disk, a loop device being attached), and that
 //! device alone is probed; inotify watches for links only when the identity
-//! is a link (`deviceId`, a `device` under /dev/disk); a full scan every
-//! second is the backstop.
+//! is a link (`deviceId`, a `device` other than a node straight under /dev);
+//! a full scan every second is the backstop.
 
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -200,13 +200,16 @@ const HOLD_ENV: &str = "WSL_STORAGE_MOUNT_HOLD_AFTER_FIRST_LOOK_MS";
 /// `inotify` selects the previous wait (for the benchmark's comparison).
 const WAIT_ENV: &str = "WSL_STORAGE_MOUNT_WAIT";
 
-/// Does the identity need udev's links (so inotify must watch for them)?
-/// `device` outside /dev/disk is a kernel node: uevents announce it.
+/// Does the identity need links someone else makes (udev's /dev/disk,
+/// /dev/mapper, a directory of the user's), so inotify must watch for them?
+/// A kernel node straight under /dev (`/dev/sdc`) arrives as a uevent.
 fn needs_link_watch(cfg: &Config) -> bool {
-    cfg.device_id.is_some()
-        || cfg.device.as_deref().is_some_and(|d| {
-            !Path::new(d).starts_with("/dev") || Path::new(d).starts_with("/dev/disk")
-        })
+    let kernel_node = |d: &str| {
+        Path::new(d)
+            .strip_prefix("/dev")
+            .is_ok_and(|rest| rest.components().count() == 1)
+    };
+    cfg.device_id.is_some() || cfg.device.as_deref().is_some_and(|d| !kernel_node(d))
 }
 
 /// Wait up to `waitTimeout` for the device, starting the Windows trigger in
@@ -663,6 +666,7 @@ mod tests {
         assert!(watched(r#"{"deviceId": "nvme-X"}"#));
         assert!(watched(r#"{"device": "/dev/disk/by-id/nvme-X"}"#));
         assert!(watched(r#"{"device": "/srv/links/disk"}"#));
+        assert!(watched(r#"{"device": "/dev/mapper/storage"}"#));
         // Kernel nodes and filesystem identities arrive as uevents.
         assert!(!watched(r#"{"device": "/dev/sdc"}"#));
         assert!(!watched(
