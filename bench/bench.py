@@ -15,8 +15,9 @@ before the arrival and stops when `mount` exits 0:
      LOOP_SET_FD ioctl, made here, whose kernel uevent the helper hears.
   2. the same with the previous wait (WSL_STORAGE_MOUNT_WAIT=inotify: the
      uevent only wakes a scan of every block device).
-  3. a by-id-style link appears (`device` is the link): the new wait
-     (inotify for links, its descriptor closed off the clock).
+  3. a by-id-style link appears (`device` is the link) to a loop device
+     attached just before (untimed): the new wait (inotify for links, its
+     descriptor closed off the clock).
   4. the same with the previous wait (inotify closed on the way out).
   5. the same for the guide's shell loop (`[ -e link ] || sleep 2`).
 Then:
@@ -180,12 +181,16 @@ def main():
             return ms
 
         def drop_link():
+            # A fresh loop device each run, as for the loop attach: a
+            # device mounted and unmounted a moment ago mounts slower.
             if os.path.lexists(link):
                 os.unlink(link)
+            detach_all()
+            attach_uimg()
 
         def make_link():
             t0 = time.perf_counter()
-            os.symlink(loop, link)
+            os.symlink(attached[-1], link)
             return t0
 
         def detach_all():
@@ -210,6 +215,10 @@ def main():
         detach_all()
         l_new = arrival(cfg, {}, make_link, drop_link)
         l_old = arrival(cfg, prev, make_link, drop_link)
+        detach_all()
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(loop, link)
 
         # Device already present, fsck off.
         present, rss = [], []
@@ -232,7 +241,8 @@ def main():
         base = []
         for _ in range(args.baseline_runs):
             umount()
-            os.unlink(link)
+            if os.path.lexists(link):
+                os.unlink(link)
             p = subprocess.Popen(ns + ["sh", "-c", guide])
             # The link appears at a random moment of the poll cycle.
             time.sleep(0.3 + 2 * (len(base) / max(1, args.baseline_runs)))
