@@ -480,19 +480,34 @@ fn close_off_the_clock(inotify: Inotify) {
     let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         return;
     };
-    // SAFETY: the child calls only async-signal-safe functions (close,
-    // read, _exit) before it ends, as required after fork in a process
-    // that may have threads (the Windows trigger).
+    // SAFETY: the child makes only raw system calls (sched_setscheduler,
+    // close_range, close, read, _exit) before it ends, as required after
+    // fork in a process that may have threads (the Windows trigger).
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => unsafe {
-            let keep = [fd.as_raw_fd(), read_end.as_raw_fd()];
-            for n in 0..1024 {
-                if !keep.contains(&n) {
-                    libc::close(n);
+            // The parent is about to mount: on a busy 2-core machine the
+            // child must not take the CPU from it.
+            let idle = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
+            let (keep_fd, keep_pipe) = (fd.as_raw_fd(), read_end.as_raw_fd());
+            let (a, b) = (keep_fd.min(keep_pipe) as u32, keep_fd.max(keep_pipe) as u32);
+            // Everything else closed (the parent's stdout/stderr above all,
+            // whose readers wait for EOF): one call where the kernel has
+            // close_range (5.9+), else one by one.
+            let close_range =
+                |lo: u32, hi: u32| libc::syscall(libc::SYS_close_range, lo, hi, 0) == 0;
+            let ranged = (a == 0 || close_range(0, a - 1))
+                && (b == a + 1 || close_range(a + 1, b - 1))
+                && close_range(b + 1, u32::MAX);
+            if !ranged {
+                for n in 0..1024 {
+                    if n != keep_fd && n != keep_pipe {
+                        libc::close(n);
+                    }
                 }
             }
             let mut byte = 0u8;
-            while libc::read(keep[1], (&raw mut byte).cast(), 1) < 0 {}
+            while libc::read(keep_pipe, (&raw mut byte).cast(), 1) < 0 {}
             libc::_exit(0)
         },
         Ok(nix::unistd::ForkResult::Parent { .. }) => {
