@@ -124,6 +124,49 @@ Examples:
         dir: Option<PathBuf>,
     },
 
+    /// Copy this instance's /nix onto the disk (mountPoint/nixStoreSubdir), verified, resumable.
+    #[command(after_help = "\
+Reads the /nix NixOS-WSL boots from (BOOT_ROOT/nix, through a private
+non-recursive bind of BOOT_ROOT, so it works whether or not /nix is bound
+already) and copies it into mountPoint/nixStoreSubdir.partial: the Nix
+database first, as a consistent snapshot (SQLite's online backup, nix-daemon
+may keep running), then every store path valid in that snapshot, .links and
+every hard link, and the rest of /nix (profiles, gcroots, logs), with owners,
+modes, mtimes, symlinks, xattrs and ACLs. Mounts the disk first when it is not
+(the steps of `mount` up to the instance dirs). Checks the room first. Verifies
+the copy (the booted system valid in the copied database, its closure and
+every valid path present; with --verify-contents also
+`nix-store --verify --check-contents`), then renames .partial to the subdir.
+Never writes to the source, never deletes anything, never writes over an
+existing non-empty subdir.
+
+Examples:
+  sudo wsl-storage-mount migrate --dry-run
+  sudo wsl-storage-mount migrate
+  sudo wsl-storage-mount migrate --resume --verify-contents
+
+Exit codes: 0 copied and verified (or: the dry run found room), 1 unexpected,
+2 bad config or usage (the subdir exists and is not empty, a .partial without
+--resume), 3 device missing, 4 wrong/no filesystem, 5 mount failed,
+6 the copy failed verification, 8 not enough room on the disk.")]
+    Migrate {
+        /// The root filesystem NixOS-WSL boots from; its /nix is copied.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        boot_root: PathBuf,
+        /// Print what would be copied and the free space; copy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Continue an interrupted copy in <subdir>.partial.
+        #[arg(long)]
+        resume: bool,
+        /// Also run `nix-store --verify --check-contents` on the copy (reads every byte).
+        #[arg(long)]
+        verify_contents: bool,
+        /// The system the copy must boot (default: the target of /run/booted-system).
+        #[arg(long, value_name = "PATH")]
+        system: Option<PathBuf>,
+    },
+
     /// Check the whole chain and print the fix for everything that is not ok.
     #[command(after_help = "\
 Examples:

@@ -68,6 +68,22 @@ fn run(cli: &Cli) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),
+        Command::Migrate {
+            boot_root,
+            dry_run,
+            resume,
+            verify_contents,
+            system,
+        } => store::migrate::run(
+            &cfg,
+            &store::migrate::Options {
+                boot_root: boot_root.clone(),
+                dry_run: *dry_run,
+                resume: *resume,
+                verify_contents: *verify_contents,
+                system: system.clone(),
+            },
+        ),
         Command::Doctor { json } => doctor::run(&cli.config, *json),
     }
 }

@@ -115,6 +115,29 @@ fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// The steps of `mount` up to the mount itself, for commands that need the
+/// disk (migrate): find the device, check its filesystem, fsck and mount it
+/// (the same device already mounted is success). The caller prepares the
+/// instance dirs when it is ready to. A missing device is an error here
+/// whatever `onMissing` says.
+pub fn ensure_disk(cfg: &Config) -> Result<()> {
+    let waited = device::wait_for_device(cfg)?;
+    let Some(dev) = waited.found else {
+        return Err(fail(
+            Exit::DeviceMissing,
+            format!(
+                "device not found after {} s ({}); attach the disk (the Windows task, or `wsl --mount \\\\.\\PHYSICALDRIVE<n> --bare` in an elevated PowerShell) and run the command again",
+                cfg.wait_timeout,
+                cfg.identity()
+            ),
+        ));
+    };
+    log::info!("device {} found ({})", dev.node.display(), dev.via);
+    let fs_info = check_filesystem(cfg, &dev)?;
+    mount::ensure_mounted(cfg, &dev, &fs_info)?;
+    Ok(())
+}
+
 fn check_filesystem(cfg: &Config, dev: &Found) -> Result<FsInfo> {
     let node = dev.node.display();
     let info = probe::probe_path(&dev.node)

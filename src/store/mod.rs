@@ -20,6 +20,8 @@ use crate::mountinfo::{self, MountEntry};
 use crate::state;
 
 pub mod bootview;
+pub mod copy;
+pub mod migrate;
 
 pub const BOOTED_SYSTEM: &str = "/run/booted-system";
 const STORE_PREFIX: &str = "/nix/store/";
