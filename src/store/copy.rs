@@ -41,6 +41,8 @@ pub struct Progress {
     pub entries: AtomicU64,
     /// Bytes of file content copied (or found complete on resume).
     pub bytes: AtomicU64,
+    /// Of `bytes`: found complete from an interrupted run (--resume).
+    pub reused: AtomicU64,
     /// Entries made as hard links to an earlier copy.
     pub links: AtomicU64,
     /// Sockets left out (a socket cannot be copied; its server recreates it).
@@ -468,6 +470,7 @@ impl<'a> Engine<'a> {
         {
             // Complete from an earlier run: the mtime is set last.
             self.progress.bytes.fetch_add(len, Ordering::Relaxed);
+            self.progress.reused.fetch_add(len, Ordering::Relaxed);
             return Ok(());
         }
         // O_NONBLOCK: should a FIFO have replaced the file since the

@@ -240,12 +240,16 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
     let p = &engine.progress;
     let secs = copy_started.elapsed().as_secs_f64();
     log::info!(
-        "copied {} entries ({} hard links, {}) in {:.1} s ({}/s){}",
+        "copied {} entries ({} hard links, {}) in {:.1} s ({}/s){}{}",
         p.entries.load(Ordering::Relaxed),
         p.links.load(Ordering::Relaxed),
         human(p.bytes.load(Ordering::Relaxed)),
         secs,
         human((p.bytes.load(Ordering::Relaxed) as f64 / secs.max(0.001)) as u64),
+        match p.reused.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!("; {} of it already copied by an earlier run", human(n)),
+        },
         match p.sockets.load(Ordering::Relaxed) {
             0 => String::new(),
             n => format!("; {n} sockets left out (their servers recreate them)"),
@@ -567,8 +571,7 @@ struct Checked {
 fn verify_copy(dir: &Path, system: &System) -> Result<Checked> {
     let db = dir.join("var/nix/db/db.sqlite");
     // Read-write (it is our copy): the last close removes the -wal and -shm.
-    let conn = Connection::open(&db)
-        .with_context(|| format!("opening {}", db.display()))?;
+    let conn = Connection::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let closure: Vec<String> = {
         let mut stmt = conn.prepare(
             "WITH RECURSIVE closure(id) AS (
