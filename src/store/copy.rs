@@ -32,7 +32,7 @@ use nix::sys::stat::{
     UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 /// Counters the progress display reads while the workers run.
 #[derive(Debug, Default)]
@@ -103,6 +103,8 @@ pub struct Engine<'a> {
     abort: AtomicBool,
     /// Test hook (see `migrate`): stop the process after this many entries.
     stop_after: Option<u64>,
+    /// Continuing a .partial: clean up our own leftovers.
+    resume: bool,
 }
 
 /// Open `rel` (relative, plain components) below `root` as a directory,
@@ -225,7 +227,7 @@ fn measure_dir(
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(dst_root: &'a OwnedFd, stop_after: Option<u64>) -> Engine<'a> {
+    pub fn new(dst_root: &'a OwnedFd, stop_after: Option<u64>, resume: bool) -> Engine<'a> {
         Engine {
             dst_root,
             links: Mutex::new(HashMap::new()),
@@ -233,6 +235,7 @@ impl<'a> Engine<'a> {
             via: AtomicU8::new(VIA_COPY_FILE_RANGE),
             abort: AtomicBool::new(false),
             stop_after,
+            resume,
         }
     }
 
@@ -383,6 +386,23 @@ impl<'a> Engine<'a> {
     /// A directory's metadata, after its entries (creating them changed
     /// its mtime).
     fn finish_dir(&self, src: &OwnedFd, st: &FileStat, dst: &OwnedFd, rel: &Path) -> Result<()> {
+        if self.resume {
+            // A run killed between making a temporary name and renaming it
+            // over the entry left it here: ours, and not part of the store.
+            for name in
+                names(dst).with_context(|| format!("listing {} in the copy", rel.display()))?
+            {
+                if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+                    unlinkat(dst.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                        .with_context(|| {
+                            format!(
+                                "removing the leftover {} in the copy",
+                                rel.join(&name).display()
+                            )
+                        })?;
+                }
+            }
+        }
         copy_xattrs_fd(src.as_fd(), dst.as_fd())
             .with_context(|| format!("copying the xattrs of {}", rel.display()))?;
         set_owner_mode_times(dst.as_fd(), st)
@@ -665,8 +685,12 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// Temporary names in the copy (a hard link or symlink replacing a stale
+/// entry) start with this; `--resume` removes leftovers.
+const TMP_PREFIX: &str = ".wsm-tmp-";
+
 fn tmp_name(name: &OsStr) -> OsString {
-    let mut tmp = OsString::from(".wsm-tmp-");
+    let mut tmp = OsString::from(TMP_PREFIX);
     tmp.push(name);
     tmp
 }

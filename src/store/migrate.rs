@@ -217,7 +217,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
     let stop_after = std::env::var(STOP_AFTER_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
-    let engine = Engine::new(&partial_fd, stop_after);
+    let engine = Engine::new(&partial_fd, stop_after, partial_exists);
     let copy_started = Instant::now();
     let done = AtomicBool::new(false);
     let copied = std::thread::scope(|scope| -> Result<()> {
@@ -252,7 +252,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         },
         match p.sockets.load(Ordering::Relaxed) {
             0 => String::new(),
-            n => format!("; {n} sockets left out (their servers recreate them)"),
+            n => format!("; sockets left out (their servers recreate them): {n}"),
         }
     );
 
