@@ -68,9 +68,10 @@ fn setup(disk_mb: u64) -> Option<Env> {
          echo note > profiles/per-user/alice/notes && chown 1000:100 profiles/per-user/alice/notes
          setfattr -n user.wsm -v kept profiles/per-user/alice/notes
          setfacl -m u:1001:rx profiles/per-user/alice
-         mkfifo {r}/nix/var/nix/a-fifo
-         python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"daemon-socket/socket\")'"
+         mkfifo {r}/nix/var/nix/a-fifo"
     ));
+    let socket = root.join("nix/var/nix/daemon-socket/socket");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let uuid = common::new_uuid();
     let dev = sb.loop_device(disk_mb, &["mkfs.ext4", "-q", "-U", &uuid]);
     sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);

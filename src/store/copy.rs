@@ -322,8 +322,20 @@ impl<'a> Engine<'a> {
         filter: Filter<'_>,
     ) -> Result<()> {
         let rel = rel_dir.join(name);
-        let st = lstat_at(src_dir, name)
-            .with_context(|| format!("inspecting {} in the source", rel.display()))?;
+        let st = match lstat_at(src_dir, name) {
+            Ok(st) => st,
+            // A store path is immutable while valid: gone means collected.
+            Err(Errno::ENOENT) => {
+                return Err(anyhow!(
+                    "{} vanished from the source during the copy (a garbage collection?); run `wsl-storage-mount migrate --resume`, which starts from a new database snapshot",
+                    rel.display()
+                ))
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("inspecting {} in the source", rel.display()))
+            }
+        };
         match kind(&st) {
             libc::S_IFDIR => self.copy_subdir(src_dir, dst_dir, &rel, name, &st, filter)?,
             libc::S_IFSOCK => {
