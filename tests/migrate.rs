@@ -256,6 +256,8 @@ fn migrate_copies_a_real_store_that_nix_verifies_and_the_guard_accepts() {
         "{err}"
     );
 
+    assert!(env.sb.log().contains("migrate: done"), "logged to logFile");
+
     // The source did not change.
     assert_eq!(before, env.source_fingerprint(), "the source was modified");
 

@@ -218,6 +218,17 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         .ok()
         .and_then(|v| v.parse().ok());
     let engine = Engine::new(&partial_fd, stop_after, partial_exists);
+    // The snapshot is part of the plan's bytes: count it as done.
+    if let Ok(st) = fstatat(
+        partial_fd.as_fd(),
+        "var/nix/db/db.sqlite",
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        engine
+            .progress
+            .bytes
+            .fetch_add(st.st_size.max(0) as u64, Ordering::Relaxed);
+    }
     let copy_started = Instant::now();
     let done = AtomicBool::new(false);
     let copied = std::thread::scope(|scope| -> Result<()> {
