@@ -38,7 +38,7 @@ fn sh(script: &str) -> String {
 
 /// The toy system, built (once; Nix caches it) into the machine's store.
 fn toy_system() -> String {
-    let expr = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/toy-system.nix");
+    let expr = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/migrate-toy.nix");
     sh(&format!(
         "nix-build --no-out-link --option sandbox false --option build-users-group '' {} 2>/dev/null",
         expr.display()
