@@ -45,7 +45,7 @@ fn load_config(path: &Path) -> Result<Config> {
 fn run(cli: &Cli) -> Result<Exit> {
     // doctor reports a bad config as one of its checks instead of stopping.
     if let Command::Doctor { json } = &cli.command {
-        return doctor::run(&cli.config, *json);
+        return doctor::run(&cli.config, *json, &cli.boot_root);
     }
     let cfg = load_config(&cli.config)?;
     match &cli.command {
@@ -53,8 +53,19 @@ fn run(cli: &Cli) -> Result<Exit> {
             println!("{}: ok", cli.config.display());
             Ok(Exit::Success)
         }
-        Command::Mount => boot::run(&cfg, &cli.config),
-        Command::Status { json } => status::run(&cfg, *json),
+        Command::Mount => boot::run(&cfg, &cli.config, &cli.boot_root),
+        Command::SyncBoot {
+            closure_only,
+            system,
+        } => store::sync::run(
+            &cfg,
+            &store::sync::Request {
+                boot_root: &cli.boot_root,
+                system: system.as_deref(),
+                closure_only: *closure_only,
+            },
+        ),
+        Command::Status { json } => status::run(&cfg, *json, &cli.boot_root),
         Command::Mark => {
             crate::log::open_file(Path::new(&cfg.log_file));
             store::mark(&cfg)
@@ -69,7 +80,6 @@ fn run(cli: &Cli) -> Result<Exit> {
         }
         Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),
         Command::Migrate {
-            boot_root,
             dry_run,
             resume,
             verify_contents,
@@ -77,14 +87,14 @@ fn run(cli: &Cli) -> Result<Exit> {
         } => store::migrate::run(
             &cfg,
             &store::migrate::Options {
-                boot_root: boot_root.clone(),
+                boot_root: cli.boot_root.clone(),
                 dry_run: *dry_run,
                 resume: *resume,
                 verify_contents: *verify_contents,
                 system: system.clone(),
             },
         ),
-        Command::Doctor { json } => doctor::run(&cli.config, *json),
+        Command::Doctor { json } => doctor::run(&cli.config, *json, &cli.boot_root),
     }
 }
 

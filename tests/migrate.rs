@@ -413,3 +413,27 @@ fn a_path_added_during_the_copy_is_registered_and_present_or_neither() {
     let verify = env.nix_verify(&target);
     assert!(verify.status.success(), "{}", output_text(&verify));
 }
+
+#[test]
+fn migrate_refuses_a_system_the_source_store_does_not_hold() {
+    let Some(env) = setup(256) else { return };
+    let other = "/nix/store/00000000000000000000000000000000-nixos-system-other";
+    let out = env.sb.helper(
+        &env.cfg,
+        &[
+            "--boot-root",
+            &env.root.display().to_string(),
+            "migrate",
+            "--system",
+            other,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("is not a valid path in the store"),
+        "{}",
+        stderr(&out)
+    );
+    let listing = env.sb.sh_ok(&format!("ls -A {}", env.mp.display()));
+    assert!(!listing.contains(".partial"), "nothing copied: {listing}");
+}

@@ -31,7 +31,7 @@ use super::copy::{self, Engine, Size};
 use crate::config::Config;
 use crate::exit::{fail, Exit};
 use crate::store::bootview::BootView;
-use crate::store::BOOTED_SYSTEM;
+use crate::store::guard::{self, BOOTED_SYSTEM};
 
 const STORE_PREFIX: &str = "/nix/store/";
 /// Threads that copy: on a cold cache the work is waiting for two disks,
@@ -576,41 +576,37 @@ struct Checked {
     valid: usize,
 }
 
-/// The database check, on the copy: the system is valid in the copied
-/// database, every path of its closure (read from that database's Refs)
-/// and every valid path at all is there under store/.
+/// The guard's database check, on the copy (layout, the system valid in
+/// the copied database, its closure present under store/), and beyond it:
+/// every valid path of the copied database is there.
 fn verify_copy(dir: &Path, system: &System) -> Result<Checked> {
-    let db = dir.join("var/nix/db/db.sqlite");
-    // Read-write (it is our copy): the last close removes the -wal and -shm.
-    let conn = Connection::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    let closure: Vec<String> = {
-        let mut stmt = conn.prepare(
-            "WITH RECURSIVE closure(id) AS (
-                 SELECT id FROM ValidPaths WHERE path = ?1
-                 UNION SELECT Refs.reference FROM Refs JOIN closure ON Refs.referrer = closure.id)
-             SELECT path FROM ValidPaths JOIN closure ON ValidPaths.id = closure.id",
-        )?;
-        let rows = stmt.query_map([&system.path], |r| r.get::<_, String>(0))?;
-        rows.collect::<rusqlite::Result<_>>().with_context(|| {
-            format!(
-                "reading the closure of {} from {}",
-                system.path,
-                db.display()
-            )
-        })?
+    let not_renamed = || format!("nothing was renamed; the copy stays in {}", dir.display());
+    let closure = match guard::check_store(dir, &system.path) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return Err(fail(
+                Exit::UnsafeStore,
+                format!(
+                    "{} is not valid in the copied database of {}; {}",
+                    system.path,
+                    dir.display(),
+                    not_renamed()
+                ),
+            ))
+        }
+        Err(e) => return Err(e.context(format!("verifying the copy: {}", not_renamed()))),
     };
-    if closure.is_empty() {
-        return Err(fail(
-            Exit::UnsafeStore,
-            format!("{} is not valid in the copied database {}; the copy stays in {} and nothing was renamed", system.path, db.display(), dir.display()),
-        ));
-    }
+    let db = dir.join("var/nix/db/db.sqlite");
+    // Read-write (it is our copy): the last close removes the -wal and -shm
+    // a read-only reader (the guard's check) leaves.
+    let conn = Connection::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let all: Vec<String> = {
         let mut stmt = conn.prepare("SELECT path FROM ValidPaths")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.collect::<rusqlite::Result<_>>()
             .with_context(|| format!("reading {}", db.display()))?
     };
+    drop(conn);
     let store = dir.join("store");
     let missing: Vec<&String> = all
         .iter()
@@ -621,20 +617,19 @@ fn verify_copy(dir: &Path, system: &System) -> Result<Checked> {
         .collect();
     if !missing.is_empty() {
         let first: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();
-        let in_closure = missing.iter().filter(|p| closure.contains(p)).count();
         return Err(fail(
             Exit::UnsafeStore,
             format!(
-                "{} valid paths of the copied database are missing from {} ({in_closure} of them in the closure of {}; first: {}): were they collected from the source during the copy? Nothing was renamed; run `wsl-storage-mount migrate --resume`",
+                "{} valid paths of the copied database are missing from {} (first: {}): were they collected from the source during the copy? {}; run `wsl-storage-mount migrate --resume`",
                 missing.len(),
                 store.display(),
-                system.path,
-                first.join(", ")
+                first.join(", "),
+                not_renamed()
             ),
         ));
     }
     Ok(Checked {
-        closure: closure.len(),
+        closure,
         valid: all.len(),
     })
 }
