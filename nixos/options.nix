@@ -193,7 +193,7 @@ in
         Whether to bind {option}`wslStorageMount.mountPoint`/{option}`wslStorageMount.nixStoreSubdir`
         over /nix at boot, before nix-daemon starts. The helper allows the bind
         only when that directory holds the closure of the booted system, so
-        copy the current /nix there first (`rsync -aHAX /nix/ <dir>/`).
+        copy the current /nix there first: `sudo wsl-storage-mount migrate`.
       '';
     };
 
