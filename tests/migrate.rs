@@ -437,3 +437,22 @@ fn migrate_refuses_a_system_the_source_store_does_not_hold() {
     let listing = env.sb.sh_ok(&format!("ls -A {}", env.mp.display()));
     assert!(!listing.contains(".partial"), "nothing copied: {listing}");
 }
+
+#[test]
+fn migrate_does_not_follow_a_symlink_in_the_source() {
+    let Some(env) = setup(256) else { return };
+    // The database dir moved away and a symlink in its place: SQLite would
+    // follow it; migrate must not.
+    let var = env.root.join("nix/var/nix");
+    sh(&format!(
+        "mv {v}/db {r}/db-elsewhere && ln -s {r}/db-elsewhere {v}/db",
+        v = var.display(),
+        r = env.root.display()
+    ));
+    let out = env.migrate(&[]);
+    assert_ne!(out.status.code(), Some(0), "{}", output_text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("var/nix/db"), "names the path: {err}");
+    let listing = env.sb.sh_ok(&format!("ls -A {}", env.mp.display()));
+    assert!(!listing.contains(".partial"), "nothing copied: {listing}");
+}

@@ -92,7 +92,6 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
     }
 
     let view = BootView::open(&opts.boot_root)?;
-    let src_nix = view.nix_dir();
     let shown_src = opts.boot_root.join("nix");
     let src_root = copy::open_dir_beneath(
         &OwnedFd::from(
@@ -102,7 +101,19 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         Path::new("nix"),
     )
     .with_context(|| format!("opening the source {}", shown_src.display()))?;
-    let src_db = src_nix.join("var/nix/db/db.sqlite");
+    // The database by a path through a directory fd opened without
+    // following symlinks: SQLite opens paths, and follows them.
+    let src_db_dir =
+        copy::open_dir_beneath(&src_root, Path::new("var/nix/db")).with_context(|| {
+            format!(
+                "opening {}/var/nix/db, the Nix database of the source",
+                shown_src.display()
+            )
+        })?;
+    let src_db = PathBuf::from(format!(
+        "/proc/self/fd/{}/db.sqlite",
+        src_db_dir.as_raw_fd()
+    ));
 
     // The plan, from the source database as it is now (the copy itself
     // follows the snapshot taken below, which can only differ by paths
@@ -468,7 +479,12 @@ fn open_source_db(db: &Path, shown_src: &Path) -> Result<Connection> {
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .with_context(|| format!("opening {} read-only", db.display()))?;
+    .with_context(|| {
+        format!(
+            "opening {}/var/nix/db/db.sqlite read-only",
+            shown_src.display()
+        )
+    })?;
     // nix-daemon may hold a write lock for a moment.
     conn.busy_timeout(Duration::from_secs(60))?;
     Ok(conn)
@@ -507,19 +523,19 @@ fn snapshot_db(
     })?;
     let dst_path = PathBuf::from(format!("/proc/self/fd/{}/db.sqlite", db_dir.as_raw_fd()));
     let shown_dst = format!("{partial}/var/nix/db/db.sqlite");
+    let shown_db = shown_src.join("var/nix/db/db.sqlite");
     let src = open_source_db(src_db, shown_src)?;
     let mut dst = Connection::open(&dst_path).with_context(|| format!("creating {shown_dst}"))?;
     {
         let backup = rusqlite::backup::Backup::new(&src, &mut dst).with_context(|| {
             format!(
                 "starting the backup of {} into {shown_dst}",
-                src_db.display()
+                shown_db.display()
             )
         })?;
         // All pages in one step: one read transaction of the source, so the
         // snapshot is consistent however busy nix-daemon is. Busy/Locked
         // (a writer holding the lock for a moment) is retried.
-        let shown_db = shown_src.join("var/nix/db/db.sqlite");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let step = backup
@@ -539,8 +555,8 @@ fn snapshot_db(
     }
     let valid = read_valid(&dst).with_context(|| format!("reading {shown_dst}"))?;
     drop(dst);
-    let st =
-        nix::sys::stat::stat(src_db).with_context(|| format!("inspecting {}", src_db.display()))?;
+    let st = nix::sys::stat::lstat(src_db)
+        .with_context(|| format!("inspecting {}", shown_db.display()))?;
     nix::unistd::fchownat(
         db_dir.as_fd(),
         "db.sqlite",
