@@ -107,7 +107,7 @@ cold() {
   # migrate ends with syncfs (the copy is on disk before the rename makes
   # it a store); cp and rsync return with the data still in the page
   # cache. The second figure is the time until the copy is on disk.
-  if [ "$1" != migrate ]; then sync -f dst; else grep -o 'copied .* in [0-9.]* s' migrate.err | sed 's/^/    migrate: /' >&2 || true; fi
+  if [ "$1" != migrate ]; then sync -f dst; else grep -o 'plan: .*\|copied .* in [0-9.]* s' migrate.err | sed 's/^/    migrate: /' >&2 || true; fi
   local t2
   t2=$(date +%s.%N)
   local rss

@@ -130,16 +130,18 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
             ),
         ));
     }
+    let plan_started = Instant::now();
     let plan = measure_plan(&src_root, &valid_now)?;
+    let plan_secs = plan_started.elapsed().as_secs_f64();
     let already = if partial_exists {
         let pfd = copy::open_dir_beneath(&mp_fd, Path::new(&partial_name))?;
-        let mut seen = HashSet::new();
+        let seen = copy::Seen::default();
         let mut s = Size::default();
         copy::measure(
             &pfd,
             Path::new(""),
             &|_: &Path, _: &OsStr| true,
-            &mut seen,
+            &seen,
             &mut s,
         )
         .with_context(|| format!("measuring {partial}"))?;
@@ -152,7 +154,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
     let (free_bytes, free_inodes) = free_space(&mp)?;
     let want_bytes = need_bytes + need_bytes * MARGIN_PERCENT / 100 + MARGIN_BYTES;
     log::info!(
-        "plan: {} store paths and .links from {}: {} entries ({} hard links), {} in {} files and dirs",
+        "plan: {} store paths and .links from {}: {} entries ({} hard links), {} in {} files and dirs (measured in {plan_secs:.1} s)",
         valid_now.len(),
         shown_src.display(),
         plan.entries,
@@ -417,19 +419,50 @@ fn check_partial(mp: &OwnedFd, name: &str, partial: &str, resume: bool) -> Resul
 
 /// What the copy will take: .links, the valid paths, the rest of /nix.
 fn measure_plan(src_root: &OwnedFd, valid: &HashSet<String>) -> Result<Size> {
-    let mut seen = HashSet::new();
+    let seen = copy::Seen::default();
+    let all = |_: &Path, _: &OsStr| true;
     let mut size = Size::default();
-    let filter = |rel: &Path, name: &OsStr| -> bool {
-        if rel == Path::new("") && name == "store" {
-            true
-        } else if rel == Path::new("store") {
-            name == ".links" || name.to_str().is_some_and(|n| valid.contains(n))
-        } else {
-            rest_filter(rel, name)
+    // The root, the store and .links themselves.
+    for rel in ["", "store", "store/.links"] {
+        if let Ok(st) = fstatat(
+            src_root.as_fd(),
+            rel_or_dot(rel),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            size.entries += 1;
+            size.add_inode(&st);
         }
-    };
-    copy::measure(src_root, Path::new(""), &filter, &mut seen, &mut size)
-        .context("measuring the source")?;
+    }
+    if fstatat(
+        src_root.as_fd(),
+        "store/.links",
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok()
+    {
+        size.add(&copy::measure_parallel(
+            src_root,
+            Path::new("store/.links"),
+            &all,
+            &seen,
+            WORKERS,
+        )?);
+    }
+    let store_filter = |_: &Path, name: &OsStr| name.to_str().is_some_and(|n| valid.contains(n));
+    size.add(&copy::measure_parallel(
+        src_root,
+        Path::new("store"),
+        &store_filter,
+        &seen,
+        WORKERS,
+    )?);
+    size.add(&copy::measure_parallel(
+        src_root,
+        Path::new(""),
+        &rest_filter,
+        &seen,
+        WORKERS,
+    )?);
     // The database snapshot, about the size of the database file.
     if let Ok(st) = fstatat(
         src_root.as_fd(),
@@ -443,6 +476,14 @@ fn measure_plan(src_root: &OwnedFd, valid: &HashSet<String>) -> Result<Size> {
         size.blocks_bytes += len.div_ceil(4096) * 4096;
     }
     Ok(size)
+}
+
+fn rel_or_dot(rel: &str) -> &str {
+    if rel.is_empty() {
+        "."
+    } else {
+        rel
+    }
 }
 
 /// The rest of /nix, next to the store: everything but the store (copied
