@@ -448,7 +448,10 @@ fn measure_plan(src_root: &OwnedFd, valid: &HashSet<String>) -> Result<Size> {
             WORKERS,
         )?);
     }
-    let store_filter = |_: &Path, name: &OsStr| name.to_str().is_some_and(|n| valid.contains(n));
+    // Only the store's own entries are chosen; inside a path, everything.
+    let store_filter = |rel: &Path, name: &OsStr| {
+        rel != Path::new("store") || name.to_str().is_some_and(|n| valid.contains(n))
+    };
     size.add(&copy::measure_parallel(
         src_root,
         Path::new("store"),
