@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
@@ -51,21 +51,57 @@ pub fn init(verbosity: u8) {
 /// read-only /var, say) is a warning: logging must never stop the boot.
 pub fn open_file(path: &Path) {
     let Some(logger) = LOGGER.get() else { return };
-    let opened = path
-        .parent()
-        .map_or(Ok(()), fs::create_dir_all)
-        .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
-    match opened {
+    match open_log(path) {
         Ok(file) => {
             if let Ok(mut slot) = logger.file.lock() {
                 *slot = Some(file);
             }
         }
-        Err(e) => log::warn!(
-            "cannot open log file {}: {e}; logging to stderr only (check that its directory is writable)",
-            path.display()
-        ),
+        Err(e) => log::warn!("{e}; logging to stderr only"),
     }
+}
+
+/// Open the log file for appending, as root at boot: never through a
+/// symlink (O_NOFOLLOW), never blocking on a FIFO without a reader
+/// (O_NONBLOCK), and only a regular file (checked on the descriptor, so
+/// nothing can swap the path between the check and the use).
+fn open_log(path: &Path) -> Result<File, String> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the log file's directory {}: {e} (check that it is writable)",
+                dir.display()
+            )
+        })?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::ELOOP) => "it is a symlink, which the helper does not follow as root"
+                    .to_string(),
+                Some(libc::ENXIO) => "it is a FIFO or socket, not a regular file".to_string(),
+                _ => e.to_string(),
+            };
+            format!(
+                "cannot open log file {}: {why}; set logFile to a regular file in a directory only root can write",
+                path.display()
+            )
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat log file {}: {e}", path.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "log file {} is not a regular file; set logFile to a regular file",
+            path.display()
+        ));
+    }
+    Ok(file)
 }
 
 /// systemd sets JOURNAL_STREAM to "DEV:INODE" of the stream it connected

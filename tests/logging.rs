@@ -90,3 +90,62 @@ fn journal_prefixes_plain_lines_and_the_log_file() {
     assert!(!quiet.contains("debug:"), "{quiet}");
     assert!(verbose.contains("debug:"), "{verbose}");
 }
+
+/// Run `mount` and give it at most `secs` seconds; a helper still running
+/// then is killed and the test fails (it hung).
+fn run_bounded(sb: &Sandbox, cfg: &std::path::Path, secs: u64) -> std::process::Output {
+    let mut child = sb
+        .helper_cmd(cfg, &["mount"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the helper hung:\n{}", common::output_text(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_fifo_or_symlink_as_log_file_warns_and_the_boot_goes_on() {
+    let Some(sb) = Sandbox::new() else { return };
+    let fifo = sb.path("log.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let victim = sb.path("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = sb.path("log.link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+
+    for (log, what) in [(&fifo, "FIFO"), (&link, "symlink")] {
+        let cfg = sb.config(
+            "config.json",
+            json!({"deviceId": "nvme-NOT_THERE", "logFile": log.display().to_string(),
+                   "mountPoint": sb.path("storage").display().to_string(), "waitTimeout": 1}),
+        );
+        let out = run_bounded(&sb, &cfg, 30);
+        let text = common::output_text(&out);
+        // The boot went on to its real outcome: the device is missing.
+        assert_eq!(out.status.code(), Some(3), "{text}");
+        assert!(text.contains("device not found"), "{text}");
+        assert!(
+            text.contains(&format!("cannot open log file {}", log.display()))
+                && text.contains(what),
+            "{text}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
