@@ -37,6 +37,8 @@ pub struct Config {
     pub mount_options: Vec<String>,
     pub wait_timeout: u64,
     pub fsck: bool,
+    /// Seconds fsck may take before it is stopped (and the mount refused).
+    pub fsck_timeout: u64,
     pub instance_dirs: BTreeMap<String, InstanceDir>,
     pub bind_mount_nix_store: bool,
     pub nix_store_subdir: Option<String>,
@@ -192,6 +194,29 @@ impl Config {
     }
 }
 
+/// A filesystem UUID as blkid prints it for the supported filesystems:
+/// 8-4-4-4-12 hex digits (ext2/3/4, xfs, btrfs) or a vfat volume id
+/// XXXX-XXXX. Either case: by-uuid links are lower case for the first,
+/// upper case for the second, and the comparison ignores case.
+pub fn is_fs_uuid(u: &str) -> bool {
+    let groups: Vec<&str> = u.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    (lens == [8, 4, 4, 4, 12] || lens == [4, 4])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A user's value quoted back in a message: at most 64 characters, so that
+/// a huge value does not flood the journal.
+pub fn echo(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 const TOP_KEYS: &[&str] = &[
     "device",
     "deviceId",
@@ -202,6 +227,7 @@ const TOP_KEYS: &[&str] = &[
     "mountOptions",
     "waitTimeout",
     "fsck",
+    "fsckTimeout",
     "instanceDirs",
     "bindMountNixStore",
     "nixStoreSubdir",
@@ -248,7 +274,7 @@ impl Reader {
                     .map(|k| format!("did you mean \"{k}\"? "))
                     .unwrap_or_default();
                 self.problem(
-                    &format!("{prefix}{key}"),
+                    &format!("{prefix}{}", echo(key)),
                     format!("unknown key; {hint}known keys: {}", known.join(", ")),
                 );
             }
@@ -285,37 +311,29 @@ impl Reader {
         }
     }
 
+    /// A whole number in `min..=max`; the module declares the same bounds
+    /// (`types.ints.between`), so a value passes both or neither.
     fn uint(
         &mut self,
         obj: &Map<String, Value>,
         key: &str,
         full: &str,
         default: u64,
-        max: u64,
+        (min, max): (u64, u64),
     ) -> u64 {
-        match obj.get(key) {
-            None | Some(Value::Null) => default,
+        let why = match obj.get(key) {
+            None | Some(Value::Null) => return default,
             Some(Value::Number(n)) => match n.as_u64() {
-                Some(v) if v <= max => v,
-                _ => {
-                    self.problem(
-                        full,
-                        format!("must be a whole number from 0 to {max}, not {n}"),
-                    );
-                    default
-                }
+                Some(v) if (min..=max).contains(&v) => return v,
+                _ => n.to_string(),
             },
-            Some(other) => {
-                self.problem(
-                    full,
-                    format!(
-                        "must be a whole number from 0 to {max}, not {}",
-                        kind(other)
-                    ),
-                );
-                default
-            }
-        }
+            Some(other) => kind(other).to_string(),
+        };
+        self.problem(
+            full,
+            format!("must be a whole number from {min} to {max}, not {why}"),
+        );
+        default
     }
 
     fn config(&mut self, obj: &Map<String, Value>) -> Config {
@@ -336,13 +354,10 @@ impl Reader {
         }
         let fs_uuid = self.opt_string(obj, "fsUuid", "fsUuid");
         if let Some(u) = &fs_uuid {
-            let ok = !u.is_empty()
-                && u.len() <= 64
-                && u.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-            if !ok {
+            if !is_fs_uuid(u) {
                 self.problem(
                     "fsUuid",
-                    format!("\"{u}\" is not a filesystem UUID; copy it from `blkid` or `lsblk -f`, e.g. \"0f3e5a8c-1c2d-4b6e-9f00-123456789abc\""),
+                    format!("\"{}\" is not a filesystem UUID; copy it from `blkid` or `lsblk -f`: 8-4-4-4-12 hex digits for ext4, xfs and btrfs (e.g. \"0f3e5a8c-1c2d-4b6e-9f00-123456789abc\"), XXXX-XXXX for vfat (e.g. \"1234-ABCD\")", echo(u)),
                 );
             }
         }
@@ -374,7 +389,7 @@ impl Reader {
         } else if is_within(&mount_point, &bind_target) || is_within(&bind_target, &mount_point) {
             self.problem(
                 "mountPoint",
-                format!("\"{mount_point}\" overlaps the bind target {bind_target}; mount the disk elsewhere, e.g. \"/mnt/wsl/storage\""),
+                format!("\"{}\" overlaps the bind target {bind_target}; mount the disk elsewhere, e.g. \"/mnt/wsl/storage\"", echo(&mount_point)),
             );
         }
 
@@ -383,7 +398,8 @@ impl Reader {
             self.problem(
                 "fsType",
                 format!(
-                    "\"{fs_type}\" is not supported; use one of {}",
+                    "\"{}\" is not supported; use one of {}",
+                    echo(&fs_type),
                     SUPPORTED_FS.join(", ")
                 ),
             );
@@ -419,8 +435,9 @@ impl Reader {
             self.problem("mountOptions", why);
         }
 
-        let wait_timeout = self.uint(obj, "waitTimeout", "waitTimeout", 60, 86_400);
+        let wait_timeout = self.uint(obj, "waitTimeout", "waitTimeout", 60, (1, 86_400));
         let fsck = self.bool(obj, "fsck", true);
+        let fsck_timeout = self.uint(obj, "fsckTimeout", "fsckTimeout", 3600, (1, 86_400));
 
         let instance_dirs = self.instance_dirs(obj.get("instanceDirs"));
 
@@ -431,7 +448,7 @@ impl Reader {
                 if let Err(why) = single_component(sub) {
                     self.problem(
                         "nixStoreSubdir",
-                        format!("\"{sub}\" {why}; use one directory name such as \"nixos-wsl-main\""),
+                        format!("\"{}\" {why}; use one directory name such as \"nixos-wsl-main\"", echo(sub)),
                     );
                 } else if !instance_dirs.contains_key(sub) {
                     self.problem(
@@ -456,7 +473,7 @@ impl Reader {
             );
         }
 
-        let boot_generations = self.uint(obj, "bootGenerations", "bootGenerations", 2, 1000);
+        let boot_generations = self.uint(obj, "bootGenerations", "bootGenerations", 2, (1, 1000));
         if boot_generations == 0 {
             self.problem(
                 "bootGenerations",
@@ -470,7 +487,7 @@ impl Reader {
             Some(other) => {
                 self.problem(
                     "onMissing",
-                    format!("\"{other}\" is not allowed; use \"block\" (keep nix-daemon off the VHDX store) or \"fallback\" (go on with the VHDX store)"),
+                    format!("\"{}\" is not allowed; use \"block\" (keep nix-daemon off the VHDX store) or \"fallback\" (go on with the VHDX store)", echo(other)),
                 );
                 OnMissing::Block
             }
@@ -514,6 +531,7 @@ impl Reader {
             mount_options,
             wait_timeout,
             fsck,
+            fsck_timeout,
             instance_dirs,
             bind_mount_nix_store,
             nix_store_subdir,
@@ -534,7 +552,7 @@ impl Reader {
         match normalize_abs(path) {
             Ok(p) => p,
             Err(why) => {
-                self.problem(key, format!("\"{path}\" {why}"));
+                self.problem(key, format!("\"{}\" {why}", echo(path)));
                 path.to_string()
             }
         }
@@ -557,11 +575,14 @@ impl Reader {
             }
         };
         for (name, spec) in obj {
-            let key = format!("instanceDirs.{name}");
+            let key = format!("instanceDirs.{}", echo(name));
             if let Err(why) = single_component(name) {
                 self.problem(
                     &key,
-                    format!("the name \"{name}\" {why}; use one directory name such as \"nixos-wsl-dev\""),
+                    format!(
+                        "the name \"{}\" {why}; use one directory name such as \"nixos-wsl-dev\"",
+                        echo(name)
+                    ),
                 );
                 continue;
             }
@@ -598,14 +619,14 @@ impl Reader {
                 match s.parse::<u32>() {
                     Ok(id) if id != u32::MAX => Some(Principal::Id(id)),
                     _ => {
-                        self.problem(key, format!("\"{s}\" is not a valid id; {fix}"));
+                        self.problem(key, format!("\"{}\" is not a valid id; {fix}", echo(s)));
                         None
                     }
                 }
             }
             Some(Value::String(s)) if is_account_name(s) => Some(Principal::Name(s.clone())),
             Some(Value::String(s)) => {
-                self.problem(key, format!("\"{s}\" is not a {what} name; {fix}"));
+                self.problem(key, format!("\"{}\" is not a {what} name; {fix}", echo(s)));
                 None
             }
             Some(other) => {
@@ -626,7 +647,7 @@ impl Reader {
                 match u32::from_str_radix(digits, 8) {
                     Ok(m) if ok => Some(m),
                     _ => {
-                        self.problem(key, format!("\"{s}\" is not a mode; {fix}"));
+                        self.problem(key, format!("\"{}\" is not a mode; {fix}", echo(s)));
                         None
                     }
                 }
@@ -665,7 +686,7 @@ impl Reader {
             Some(other) => {
                 self.problem(
                     "windows.trigger",
-                    format!("\"{other}\" is not allowed; use \"none\", \"task\" (start the elevated scheduled task, recommended) or \"script\""),
+                    format!("\"{}\" is not allowed; use \"none\", \"task\" (start the elevated scheduled task, recommended) or \"script\"", echo(other)),
                 );
                 Trigger::None
             }
@@ -714,9 +735,20 @@ impl Reader {
             DEFAULT_POWERSHELL,
         );
         let powershell_path = self.abs_path("windows.powershellPath", &powershell_path);
-        let trigger_attempts =
-            self.uint(obj, "triggerAttempts", "windows.triggerAttempts", 3, 100) as u32;
-        let trigger_timeout = self.uint(obj, "triggerTimeout", "windows.triggerTimeout", 20, 3600);
+        let trigger_attempts = self.uint(
+            obj,
+            "triggerAttempts",
+            "windows.triggerAttempts",
+            3,
+            (0, 100),
+        ) as u32;
+        let trigger_timeout = self.uint(
+            obj,
+            "triggerTimeout",
+            "windows.triggerTimeout",
+            20,
+            (1, 3600),
+        );
         if trigger_timeout == 0 {
             self.problem("windows.triggerTimeout", "must be at least 1 second");
         }
@@ -875,28 +907,22 @@ pub fn windows_path(p: &str) -> Result<(), String> {
 }
 
 /// The known key nearest to a misspelt one, for "did you mean".
+/// The known key closest to a misspelt one, if any is close (at most 3
+/// edits). A key much longer than every known key cannot be within 3
+/// edits of one, so it is not compared at all: a 10 MB key costs nothing.
 fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    const MAX_EDITS: usize = 3;
+    let longest = known.iter().map(|k| k.len()).max().unwrap_or(0);
+    if key.len() > longest + MAX_EDITS {
+        return None;
+    }
     let lower = key.to_ascii_lowercase();
     known
         .iter()
-        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
-        .filter(|(d, _)| *d <= 3)
+        .map(|k| (strsim::levenshtein(&lower, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= MAX_EDITS)
         .min()
         .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -908,6 +934,61 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(p) => p.0.into_iter().map(|p| p.key).collect(),
         }
+    }
+
+    #[test]
+    fn fs_uuid_takes_the_forms_blkid_prints() {
+        for good in [
+            "0f3e5a8c-1c2d-4b6e-9f00-123456789abc",
+            "0F3E5A8C-1C2D-4B6E-9F00-123456789ABC",
+            "1234-ABCD",
+        ] {
+            assert!(is_fs_uuid(good), "{good}");
+        }
+        for bad in [
+            "",
+            "abc",
+            "-",
+            "0f3e5a8c1c2d4b6e9f00123456789abc",
+            "0f3e5a8c-1c2d-4b6e-9f00-123456789abg",
+            "12345-ABCD",
+            "1234-ABCD-",
+        ] {
+            assert!(!is_fs_uuid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bounds_match_the_module() {
+        let with = |extra: &str| {
+            problems(&format!(
+                r#"{{"fsUuid": "0f3e5a8c-1c2d-4b6e-9f00-123456789abc", {extra}}}"#
+            ))
+        };
+        assert_eq!(with(r#""waitTimeout": 0"#), vec!["waitTimeout"]);
+        assert_eq!(with(r#""waitTimeout": 86401"#), vec!["waitTimeout"]);
+        assert!(with(r#""waitTimeout": 1"#).is_empty());
+        assert!(with(r#""waitTimeout": 86400"#).is_empty());
+        assert_eq!(
+            with(r#""windows": {"triggerTimeout": 0}"#),
+            vec!["windows.triggerTimeout"]
+        );
+        assert!(with(r#""windows": {"triggerAttempts": 0}"#).is_empty());
+        assert_eq!(with(r#""bootGenerations": 0"#), vec!["bootGenerations"]);
+        assert_eq!(with(r#""fsckTimeout": 0"#), vec!["fsckTimeout"]);
+    }
+
+    #[test]
+    fn a_huge_unknown_key_is_cut_short_and_not_compared() {
+        let key = "x".repeat(1 << 20);
+        let err = Config::parse(&format!(r#"{{"fsLabel": "l", "{key}": 1}}"#)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 2048, "{} bytes", text.len());
+        assert!(text.contains("(1048576 bytes): unknown key;"), "{text}");
+        assert!(!text.contains("did you mean"), "{text}");
+        assert_eq!(closest("fsUUid", TOP_KEYS), Some("fsUuid"));
+        assert_eq!(closest("waitTimeOut", TOP_KEYS), Some("waitTimeout"));
+        assert_eq!(echo("short"), "short");
     }
 
     #[test]

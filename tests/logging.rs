@@ -39,7 +39,7 @@ fn journal_prefixes_plain_lines_and_the_log_file() {
     let Some(sb) = Sandbox::new() else { return };
     let cfg = sb.config(
         "config.json",
-        json!({"deviceId": "nvme-NOT_THERE", "mountPoint": sb.path("storage").display().to_string(), "waitTimeout": 0}),
+        json!({"deviceId": "nvme-NOT_THERE", "mountPoint": sb.path("storage").display().to_string(), "waitTimeout": 1}),
     );
     let journal = run_with_stderr_file(&sb, &cfg, &["mount"], Some(true));
     assert!(
@@ -48,7 +48,7 @@ fn journal_prefixes_plain_lines_and_the_log_file() {
     );
     let last = journal.lines().last().unwrap();
     assert!(
-        last.starts_with("<3>device not found after 0 s"),
+        last.starts_with("<3>device not found after 1 s"),
         "{journal}"
     );
 

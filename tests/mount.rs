@@ -381,6 +381,16 @@ fn bad_configs_exit_2_naming_each_key() {
             json!({"deviceId": "a/b", "waitTimeout": -1, "instanceDirs": {"..": {}}, "onMissing": "later"}),
             vec!["deviceId", "waitTimeout", "instanceDirs...", "onMissing"],
         ),
+        // The module's bounds: a UUID as blkid prints it, waitTimeout 1..86400.
+        (json!({"fsUuid": "abc"}), vec!["fsUuid"]),
+        (
+            json!({"fsUuid": "0f3e5a8c-1c2d-4b6e-9f00-123456789ab"}),
+            vec!["fsUuid"],
+        ),
+        (
+            json!({"fsUuid": "0f3e5a8c-1c2d-4b6e-9f00-123456789abc", "waitTimeout": 0, "fsckTimeout": 0}),
+            vec!["waitTimeout", "fsckTimeout"],
+        ),
     ];
     for (i, (value, keys)) in cases.into_iter().enumerate() {
         let cfg = sb.path(&format!("bad{i}.json"));
@@ -407,6 +417,19 @@ fn bad_configs_exit_2_naming_each_key() {
     std::fs::write(&good, json!({"fsLabel": "wsl-storage"}).to_string()).unwrap();
     let out = sb.helper(&good, &["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    // A 10 MB unknown key: reported at once, and echoed in a few dozen
+    // characters, not in full.
+    let huge = format!(r#"{{"fsLabel": "x", "{}": 1}}"#, "k".repeat(10 << 20));
+    let cfg = sb.path("huge.json");
+    std::fs::write(&cfg, huge).unwrap();
+    let out = sb.helper(&cfg, &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out).len());
+    assert!(
+        out.stderr.len() < 4096,
+        "{} bytes of stderr",
+        out.stderr.len()
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(10485760 bytes): unknown key"));
     // A missing config file is a config problem too.
     let out = sb.helper(&sb.path("absent.json"), &["check"]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
@@ -486,4 +509,44 @@ fn without_udev_links_the_uuid_or_label_is_found_by_probing() {
     assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not the configured fsUuid"));
     assert_eq!(sb.mounts_at(&mp), 0);
+}
+
+#[test]
+fn a_hanging_fsck_is_stopped_at_fsck_timeout_and_nothing_is_mounted() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let bin = sb.path("bin");
+    // A grandchild keeps fsck's output pipe open: the helper must neither
+    // wait for it nor leave it running.
+    common::write_exe(
+        &bin.join("fsck.ext4"),
+        &format!(
+            "echo checking; sleep 300 & echo $! > {}; sleep 300",
+            sb.path("grandchild.pid").display()
+        ),
+    );
+    let mp = sb.path("storage").display().to_string();
+    let cfg = basic_config(&sb, json!({"fsck": true, "fsckTimeout": 2}));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = sb
+        .helper_cmd(&cfg, &["mount"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("did not finish within fsckTimeout (2 s)"),
+        "{text}"
+    );
+    assert_eq!(sb.mounts_at(&mp), 0);
+    let pid = std::fs::read_to_string(sb.path("grandchild.pid")).unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "the grandchild {pid} outlived the step"
+    );
 }

@@ -177,7 +177,10 @@ fn run_fsck(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<()> {
             ""
         }
     );
-    let out = match Command::new(&tool).arg("-p").arg(&dev.node).output() {
+    let mut cmd = Command::new(&tool);
+    cmd.arg("-p").arg(&dev.node);
+    let timeout = Duration::from_secs(cfg.fsck_timeout);
+    let out = match crate::proc::run(cmd, timeout) {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log::warn!("{tool} is not on PATH; skipping fsck (install the filesystem's tools, e.g. e2fsprogs, or set fsck = false)");
@@ -192,8 +195,21 @@ fn run_fsck(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<()> {
     {
         log::info!("  {tool}: {line}");
     }
+    if out.timed_out {
+        // Killed mid-repair: the filesystem is left for a check by hand,
+        // never mounted half-repaired.
+        return Err(fail(
+            Exit::Filesystem,
+            format!(
+                "{tool} -p {} did not finish within fsckTimeout ({} s) and was stopped; run `{tool} -p {}` by hand, or raise fsckTimeout for a large disk",
+                dev.node.display(),
+                cfg.fsck_timeout,
+                dev.node.display()
+            ),
+        ));
+    }
     // fsck's exit status is a bit mask.
-    let code = out.status.code().unwrap_or(8);
+    let code = out.code.unwrap_or(8);
     match code {
         0 => log::info!("{tool}: no errors"),
         1 => log::warn!("{tool}: errors were found and corrected"),

@@ -119,13 +119,14 @@ pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
     };
     let linux = match &layout {
         Some((root, _)) => linux_path(root, windows),
-        None => Command::new("wslpath")
-            .arg("-u")
-            .arg(windows)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        None => {
+            let mut wslpath = Command::new("wslpath");
+            wslpath.arg("-u").arg(windows);
+            crate::proc::run(wslpath, std::time::Duration::from_secs(10))
+                .ok()
+                .filter(|o| o.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        }
     };
     let Some(linux) = linux else {
         return Err(format!("cannot turn {windows} into a Linux path"));
