@@ -209,14 +209,17 @@ fn check_device(checks: &mut Checks, cfg: &Config, st: &Status) {
     };
     let node = &dev.node;
     let Some(fs) = &dev.filesystem else {
-        checks.fail(
-            "device",
-            format!("{node} ({}) holds no filesystem the helper recognises", dev.via),
-            format!(
-                "check that the identity points at the storage disk (`lsblk -f`); the helper never formats: if this is the new, empty storage disk, create the filesystem yourself: `mkfs.{} -L wsl-storage {node}`",
-                cfg.fs_type
+        // Described by what libblkid sees: a partitioned disk names its
+        // partitions, and only a blank device gets the mkfs hint.
+        let path = std::path::Path::new(node);
+        let (what, fix) = match crate::boot::probe::probe_contents(path) {
+            Ok(contents) => crate::boot::unusable(cfg, path, &contents),
+            Err(e) => (
+                format!("cannot be probed: {e}"),
+                "check that the identity points at the storage disk (`lsblk -f`)".to_string(),
             ),
-        );
+        };
+        checks.fail("device", format!("{node} ({}) {what}", dev.via), fix);
         return;
     };
     if !fs.matches_type(&cfg.fs_type) {

@@ -216,7 +216,21 @@ fn no_filesystem_or_the_wrong_one_exits_4_and_leaves_the_bytes_alone() {
         eprintln!("vfat case skipped: mkfs.vfat missing (apt-get install dosfstools)");
     }
     if common::have_tool("mkfs.xfs") {
-        cases.push(("holds xfs", sb.loop_device(320, &["mkfs.xfs", "-q", "-f"])));
+        let xfs = sb.loop_device(320, &["mkfs.xfs", "-q", "-f"]);
+        // ext4 with an XFS superblock in sector 0 (where ext4 leaves its
+        // boot block free): two signatures, refused, both named.
+        let two = sb.loop_device(16, &["mkfs.ext4", "-q", "-F"]);
+        sb.sh_ok(&format!(
+            "dd if={} of={} bs=512 count=1 conv=notrunc status=none",
+            xfs.image.display(),
+            two.image.display()
+        ));
+        let _ = std::process::Command::new("blockdev")
+            .arg("--flushbufs")
+            .arg(&two.node)
+            .output();
+        cases.push(("holds xfs", xfs));
+        cases.push(("carries more than one signature (xfs", two));
     } else {
         eprintln!("xfs case skipped: mkfs.xfs missing (apt-get install xfsprogs)");
     }
@@ -549,4 +563,128 @@ fn a_hanging_fsck_is_stopped_at_fsck_timeout_and_nothing_is_mounted() {
                 .is_ok_and(|s| s.contains(") Z ")),
         "the grandchild {pid} outlived the step"
     );
+}
+
+#[test]
+fn a_partitioned_disk_is_described_and_never_offered_mkfs() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    for tool in ["sgdisk", "partx"] {
+        if !common::have_tool(tool) {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must have {tool}"
+            );
+            eprintln!("skipped: {tool} missing (apt-get install gdisk util-linux)");
+            return;
+        }
+    }
+    let image = sb.path("gpt.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    sb.sh_ok(&format!(
+        "sgdisk -n 1:2048:+30M -n 2:0:0 {} >/dev/null",
+        image.display()
+    ));
+    // ext4 in partition 1 (1 MiB in), through a loop device over its range.
+    let uuid = common::new_uuid();
+    sb.sh_ok(&format!(
+        "p=$(losetup -f --show -o 1048576 --sizelimit 31457280 {img}) && mkfs.ext4 -q -U {uuid} -L inpart $p; rc=$?; losetup -d $p; exit $rc",
+        img = image.display()
+    ));
+    let disk = sb.attach(&image);
+    // The test kernel may not read partition tables itself; partx asks it to
+    // add the partitions the table lists (as udev's partprobe would).
+    sb.sh_ok(&format!("partx -a {} || true", disk.node));
+    // Partitions added by hand outlive the loop device's detach (the kernel
+    // drops them itself only for a partition-scanning loop): once the
+    // sandbox is gone (its mounts with it), remove them, also when the
+    // test fails.
+    struct DropPartitions {
+        sb: Option<Sandbox>,
+        node: String,
+    }
+    impl Drop for DropPartitions {
+        fn drop(&mut self) {
+            self.sb.take();
+            let _ = std::process::Command::new("partx")
+                .arg("-d")
+                .arg(&self.node)
+                .output();
+        }
+    }
+    let mut guard = DropPartitions {
+        sb: Some(sb),
+        node: disk.node.clone(),
+    };
+    let sb = guard.sb.as_mut().unwrap();
+    let part1 = format!("{}p1", disk.node);
+    let have_part_node = std::path::Path::new(&part1).exists();
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &disk.node);
+    let mp = sb.path("storage").display().to_string();
+    let before = sha256(&image);
+
+    let cfg = basic_config(sb, json!({"fsck": true}));
+    let out = sb.helper(&cfg, &["mount"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("is a partitioned disk (gpt table"), "{text}");
+    assert!(
+        text.contains("partition 1") && text.contains(&format!("ext4 UUID {uuid}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("partition 2: no filesystem")
+            || text.contains(&format!("partition 2 ({}p2): no filesystem", disk.node)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("fsUuid = \"{uuid}\"")), "{text}");
+    if have_part_node {
+        assert!(text.contains(&format!("device = \"{part1}\"")), "{text}");
+    }
+    assert!(!text.contains("mkfs"), "{text}");
+    assert_eq!(sb.mounts_at(&mp), 0);
+    assert_eq!(sha256(&image), before, "the disk's bytes changed");
+
+    // The advice works: by fsUuid the partition is found and mounted.
+    if have_part_node {
+        let cfg = sb.config(
+            "by-uuid.json",
+            json!({"fsUuid": uuid, "mountPoint": mp, "waitTimeout": 3, "fsck": false}),
+        );
+        let out = sb.helper(&cfg, &["mount"]);
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+        assert!(sb.log().contains(&format!("fsUuid by probing {part1}")));
+    }
+}
+
+#[test]
+fn an_empty_loop_or_a_regular_file_as_device_is_named_for_what_it_is() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let empty = sb.path("empty.img");
+    std::fs::File::create(&empty).unwrap();
+    // Attached to a file of 0 bytes: a loop device of size 0, as a
+    // detached one is, but held by this test.
+    let dev = sb.attach(&empty);
+    let file = sb.path("not-a-device");
+    std::fs::write(&file, "data").unwrap();
+    let mp = sb.path("storage").display().to_string();
+    for (device, what) in [
+        (dev.node.clone(), "a block device of size 0"),
+        (
+            file.display().to_string(),
+            "exists but is a regular file, not a block device",
+        ),
+    ] {
+        let cfg = sb.config(
+            "config.json",
+            json!({"device": device, "mountPoint": mp, "waitTimeout": 1}),
+        );
+        let out = sb.helper(&cfg, &["mount"]);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(3), "{text}");
+        assert!(text.contains(&format!("{device} ({what}")), "{text}");
+        assert!(!text.contains("mkfs"), "{text}");
+    }
 }

@@ -83,14 +83,77 @@ pub fn udev_encode(s: &str) -> String {
     out
 }
 
-/// A path that resolves to a block device.
+/// A path that resolves to a block device with something in it. A device
+/// of size 0 (a loop device with nothing attached) is not there yet: its
+/// disk may still come, and probing it would only find nothing. Neither is
+/// a node whose device number the kernel does not know.
 fn block_device(path: &Path) -> Option<(PathBuf, u64)> {
     let meta = fs::metadata(path).ok()?;
     if !meta.file_type().is_block_device() {
         return None;
     }
+    match sys_size(meta.rdev()) {
+        None | Some(0) => return None,
+        Some(_) => {}
+    }
     let node = fs::canonicalize(path).ok()?;
     Some((node, meta.rdev()))
+}
+
+/// The size in sectors the kernel reports for a block device number; None
+/// when it has no such device.
+fn sys_size(rdev: u64) -> Option<u64> {
+    let sys = format!(
+        "/sys/dev/block/{}:{}/size",
+        libc::major(rdev),
+        libc::minor(rdev)
+    );
+    fs::read_to_string(sys).ok()?.trim().parse().ok()
+}
+
+/// What is at a configured path that did not count as the device, for the
+/// message after the wait ("not found" only when nothing is there).
+pub fn describe_candidate(path: &Path) -> String {
+    let Ok(lmeta) = fs::symlink_metadata(path) else {
+        return "absent".to_string();
+    };
+    let Ok(meta) = fs::metadata(path) else {
+        return format!(
+            "a dangling symlink (to {})",
+            fs::read_link(path).map_or("?".to_string(), |t| t.display().to_string())
+        );
+    };
+    let ft = meta.file_type();
+    let what = if ft.is_block_device() {
+        let node = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let link = if lmeta.file_type().is_symlink() {
+            format!("a link to {}, ", node.display())
+        } else {
+            String::new()
+        };
+        return match sys_size(meta.rdev()) {
+            Some(0) => format!("{link}a block device of size 0: nothing is attached to it (a loop device without a backing file, or a detached disk)"),
+            Some(_) => format!("{link}a block device"),
+            None => format!(
+                "{link}a block device node ({}:{}) with no device behind it in the kernel",
+                libc::major(meta.rdev()),
+                libc::minor(meta.rdev())
+            ),
+        };
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a regular file"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "something else"
+    };
+    format!("exists but is {what}, not a block device")
 }
 
 /// Look once, without waiting. An error means an ambiguity the helper will

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 
 use self::device::Found;
 use self::mount::Mounted;
-use self::probe::FsInfo;
+use self::probe::{Contents, FsInfo};
 use crate::config::{Config, OnMissing, Trigger};
 use crate::exit::{exit_of, fail, Exit};
 use crate::mountinfo;
@@ -117,16 +117,17 @@ fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
 
 fn check_filesystem(cfg: &Config, dev: &Found) -> Result<FsInfo> {
     let node = dev.node.display();
-    let info = probe::probe_path(&dev.node)
-        .with_context(|| format!("reading the superblock of {node}"))?;
-    let Some(info) = info else {
-        return Err(fail(
-            Exit::Filesystem,
-            format!(
-                "{node} ({}) holds no filesystem the helper recognises; it never formats a disk. If this is the right disk and it is empty, create one yourself: mkfs.{} -L wsl-storage {node}",
-                dev.via, cfg.fs_type
-            ),
-        ));
+    let contents = probe::probe_contents(&dev.node)
+        .with_context(|| format!("probing {node} with libblkid"))?;
+    let info = match contents {
+        Contents::Filesystem(info) => info,
+        other => {
+            let (what, fix) = unusable(cfg, &dev.node, &other);
+            return Err(fail(
+                Exit::Filesystem,
+                format!("{node} ({}) {what}; {fix}", dev.via),
+            ));
+        }
     };
     if !info.matches_type(&cfg.fs_type) {
         return Err(fail(
@@ -170,10 +171,96 @@ fn check_filesystem(cfg: &Config, dev: &Found) -> Result<FsInfo> {
     Ok(info)
 }
 
+/// Why a device without exactly one filesystem cannot be mounted, and what
+/// to do: (what it holds, the fix). Creating a filesystem is suggested only
+/// for a device with no signature at all and a non-zero size; a partitioned
+/// disk is described partition by partition, with the identity to set.
+pub fn unusable(cfg: &Config, node: &Path, contents: &Contents) -> (String, String) {
+    let node = node.display();
+    match contents {
+        Contents::Filesystem(fs) => (
+            format!("holds {}", fs.describe()),
+            "nothing to fix here".to_string(),
+        ),
+        Contents::NoMedium => (
+            "has size 0: nothing is attached to it (a loop device without a backing file, or a disk that went away)".to_string(),
+            "attach the disk (`wsl --mount \\\\.\\PHYSICALDRIVE<n> --bare` in an elevated PowerShell) or point the identity at the storage disk (`lsblk -f`)".to_string(),
+        ),
+        Contents::Empty => (
+            "holds no filesystem and no partition table".to_string(),
+            format!(
+                "the helper never formats a disk. If this is the right disk and it is empty, create the filesystem yourself: mkfs.{} -L wsl-storage {node}",
+                cfg.fs_type
+            ),
+        ),
+        Contents::Ambiguous { signatures } => (
+            format!(
+                "carries more than one signature ({}): libblkid will not say which one is real, and neither will the helper",
+                signatures.join(", ")
+            ),
+            format!("list them with `wipefs {node}` (without -a it changes nothing), decide which one is stale, and remove only that one by hand (`wipefs -o <offset> {node}`)"),
+        ),
+        Contents::Partitioned { table, partitions } => {
+            let parts: Vec<String> = partitions
+                .iter()
+                .map(|p| {
+                    let name = p
+                        .node
+                        .as_ref()
+                        .map(|n| format!(" ({})", n.display()))
+                        .unwrap_or_default();
+                    let fs = p
+                        .fs
+                        .as_ref()
+                        .map_or("no filesystem".to_string(), |f| f.describe());
+                    format!("partition {}{name}: {fs}", p.number)
+                })
+                .collect();
+            let what = format!(
+                "is a partitioned disk ({table} table{}{})",
+                if parts.is_empty() { "" } else { "; " },
+                parts.join("; ")
+            );
+            // The partition to name: the one with the configured UUID or
+            // LABEL, else the only one of the configured type.
+            let wanted = partitions.iter().find(|p| {
+                p.fs.as_ref().is_some_and(|f| {
+                    cfg.fs_uuid.as_deref().is_some_and(|u| f.uuid_is(u))
+                        || cfg.fs_label.as_deref().is_some_and(|l| f.label_is(l))
+                })
+            });
+            let of_type: Vec<_> = partitions
+                .iter()
+                .filter(|p| p.fs.as_ref().is_some_and(|f| f.matches_type(&cfg.fs_type)))
+                .collect();
+            let pick = wanted.or(if of_type.len() == 1 { Some(of_type[0]) } else { None });
+            let fix = match pick.and_then(|p| p.fs.as_ref().map(|f| (p, f))) {
+                Some((p, f)) => {
+                    let mut fix = String::from("the filesystem is in a partition, not on the whole disk: ");
+                    match &f.uuid {
+                        Some(u) => fix.push_str(&format!("identify it by fsUuid = \"{u}\"")),
+                        None => fix.push_str("identify the partition"),
+                    }
+                    if let Some(n) = &p.node {
+                        fix.push_str(&format!(" (or device = \"{}\")", n.display()));
+                    }
+                    fix.push_str(" instead of the whole disk; the helper never formats a disk with a partition table");
+                    fix
+                }
+                None => "the helper never formats a disk with a partition table: identify the partition that holds the storage filesystem (fsUuid from `lsblk -f`)".to_string(),
+            };
+            (what, fix)
+        }
+    }
+}
+
 fn missing(cfg: &Config, record: &mut RunState, triggers: &[String]) -> Result<Exit> {
     let looked: Vec<String> = device::candidate_links(cfg)
         .into_iter()
-        .map(|(_, p)| p.display().to_string())
+        .map(|(_, p)| match device::describe_candidate(&p) {
+            what if what == "absent" => p.display().to_string(),
+            what => format!("{} ({what})", p.display()),
+        })
         .collect();
     let mut tried = format!("looked for {}", looked.join(", "));
     if cfg.fs_uuid.is_some() || cfg.fs_label.is_some() {
