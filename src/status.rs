@@ -93,7 +93,7 @@ pub fn gather(cfg: &Config) -> Status {
 
     let top = mountinfo::top_at(&mounts, &cfg.mount_point);
     let mount = top.map(|m| MountStatus {
-        source: m.source.clone(),
+        source: m.source_text(),
         fs_type: m.fs_type.clone(),
         options: m.options.clone(),
         is_configured_device: found.as_ref().is_some_and(|f| m.is_device(f.rdev)),
@@ -187,7 +187,9 @@ pub fn gather(cfg: &Config) -> Status {
             target: cfg.bind_target.clone(),
             store_dir: cfg.store_dir().unwrap_or_default(),
             is_bind: b.is_bind,
-            mounted_source: b.mounted.map(|m| format!("{} (root {})", m.source, m.root)),
+            mounted_source: b
+                .mounted
+                .map(|m| format!("{} (root {})", m.source_text(), m.root.display())),
             marker,
         }
     });

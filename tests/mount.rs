@@ -688,3 +688,37 @@ fn an_empty_loop_or_a_regular_file_as_device_is_named_for_what_it_is() {
         assert!(!text.contains("mkfs"), "{text}");
     }
 }
+
+#[test]
+fn a_mount_at_a_non_utf8_path_does_not_blind_mount_or_status() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    // A tmpfs at a path with bytes that are not UTF-8 (Latin-1 "café" and
+    // 0xff), plus a space the kernel escapes as \040.
+    let odd = sb.path("odd");
+    sb.sh_ok(&format!(
+        "d=\"{}/caf$(printf '\\351') $(printf '\\377')\" && mkdir -p \"$d\" && mount -t tmpfs odd-tmpfs \"$d\"",
+        odd.display()
+    ));
+    assert!(sb.mountinfo().contains("odd-tmpfs"));
+    let mp = sb.path("storage").display().to_string();
+    let cfg = basic_config(&sb, json!({}));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(sb.mounts_at(&mp), 1);
+    for args in [&["status"][..], &["status", "--json"][..]] {
+        let out = sb.helper(&cfg, args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            output_text(&out)
+        );
+    }
+    // Idempotent across it too: the second run sees the first one's mount.
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(sb.mounts_at(&mp), 1);
+}

@@ -59,7 +59,7 @@ pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mou
 
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
     if let Some(top) = mountinfo::top_at(&mounts, &cfg.mount_point) {
-        if top.is_device(dev.rdev) && top.root == "/" {
+        if top.is_device(dev.rdev) && top.root == Path::new("/") {
             log::info!(
                 "{} is already mounted at {} ({} {}); not mounting again",
                 dev.node.display(),
@@ -74,19 +74,19 @@ pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mou
             format!(
                 "mount point {} is taken by {} ({}, root {}), not by {}; unmount it (umount {}) or choose another mountPoint",
                 cfg.mount_point,
-                top.source,
+                top.source_text(),
                 top.fs_type,
-                top.root,
+                top.root.display(),
                 dev.node.display(),
                 cfg.mount_point
             ),
         ));
     }
 
-    let mounted_elsewhere: Vec<&str> = mounts
+    let mounted_elsewhere: Vec<String> = mounts
         .iter()
         .filter(|m| m.is_device(dev.rdev))
-        .map(|m| m.mount_point.as_str())
+        .map(|m| m.mount_point.display().to_string())
         .collect();
     if !mounted_elsewhere.is_empty() {
         log::info!(
@@ -151,7 +151,12 @@ pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mou
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
     match mountinfo::top_at(&mounts, &cfg.mount_point) {
         Some(m) if m.is_device(dev.rdev) => {
-            log::info!("mounted {} at {} ({})", m.source, cfg.mount_point, m.options);
+            log::info!(
+                "mounted {} at {} ({})",
+                m.source_text(),
+                cfg.mount_point,
+                m.options
+            );
             Ok(Mounted::Now)
         }
         _ => Err(fail(
