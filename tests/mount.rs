@@ -722,3 +722,58 @@ fn a_mount_at_a_non_utf8_path_does_not_blind_mount_or_status() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert_eq!(sb.mounts_at(&mp), 1);
 }
+
+#[test]
+fn a_symlink_or_file_in_the_mount_points_path_exits_5_and_mounts_nothing() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let victim = sb.path("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, sb.path("parent-link")).unwrap();
+    std::os::unix::fs::symlink(&victim, sb.path("mp-link")).unwrap();
+    std::fs::write(sb.path("a-file"), "x").unwrap();
+    let cases = [
+        (
+            sb.path("parent-link/storage"),
+            sb.path("parent-link"),
+            "is a symlink",
+        ),
+        (sb.path("mp-link"), sb.path("mp-link"), "is a symlink"),
+        (sb.path("a-file"), sb.path("a-file"), "is a regular file"),
+        (
+            sb.path("a-file/storage"),
+            sb.path("a-file"),
+            "is a regular file",
+        ),
+    ];
+    for (mp, culprit, what) in cases {
+        let cfg = basic_config(&sb, json!({"mountPoint": mp.display().to_string()}));
+        let out = sb.helper(&cfg, &["mount"]);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(5), "{}: {text}", mp.display());
+        assert!(
+            text.contains(&format!("{} {what}", culprit.display())),
+            "{}: {text}",
+            mp.display()
+        );
+        // Nothing mounted anywhere from the device, nothing made in the
+        // link's target.
+        let dev_line = format!(" - ext4 {} ", dev.node);
+        assert!(
+            !sb.mountinfo().contains(&dev_line),
+            "{}: {}",
+            mp.display(),
+            sb.mountinfo()
+        );
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+        assert_eq!(sb.state()["exitCode"], 5);
+    }
+    // The device is free for the real path (no EBUSY left behind).
+    let mp = sb.path("storage").display().to_string();
+    let cfg = basic_config(&sb, json!({}));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(sb.mounts_at(&mp), 1);
+}
