@@ -777,3 +777,54 @@ fn a_symlink_or_file_in_the_mount_points_path_exits_5_and_mounts_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert_eq!(sb.mounts_at(&mp), 1);
 }
+
+#[test]
+fn sigterm_during_the_wait_records_interrupted_not_the_previous_outcome() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(mut sb) = Sandbox::new() else { return };
+    let uuid = common::new_uuid();
+    let dev = ext4(&mut sb, &uuid);
+    sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
+    let cfg = basic_config(&sb, json!({}));
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(sb.state()["outcome"], "mounted");
+
+    // Now a run that waits for a device that is not there.
+    let cfg = sb.config(
+        "missing.json",
+        json!({"deviceId": "nvme-NOT_THERE", "mountPoint": sb.path("other").display().to_string(), "waitTimeout": 120}),
+    );
+    let mut child = sb
+        .helper_cmd(&cfg, &["mount"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until it is in the wait; nsenter execs the helper, so
+    // the child's pid is the helper's.
+    let start = std::time::Instant::now();
+    while !sb.log().contains("waiting up to 120 s") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            sb.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    let state = sb.state();
+    assert_eq!(state["outcome"], "interrupted", "{state}");
+    assert_eq!(state["exitCode"], 143, "{state}");
+    assert!(
+        state["message"].as_str().unwrap().contains("SIGTERM"),
+        "{state}"
+    );
+    assert!(!sb.stamp_exists());
+}

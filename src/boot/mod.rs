@@ -8,6 +8,7 @@ pub mod mountopts;
 pub mod probe;
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -30,6 +31,7 @@ pub fn run(cfg: &Config, config_path: &Path) -> Result<Exit> {
         cfg.mount_point
     );
     let started = Instant::now();
+    record_interruptions(&cfg.mount_point, started);
     // A stamp from an earlier run must not outlive a failure of this one.
     store::remove_stamp()?;
     let mut record = RunState {
@@ -49,13 +51,74 @@ pub fn run(cfg: &Config, config_path: &Path) -> Result<Exit> {
             record.message = format!("{err:#}");
         }
     }
-    if let Err(e) = state::write(&record) {
-        log::warn!("{e:#}");
+    {
+        // From here on a signal must not overwrite this run's own record.
+        let mut finished = FINISHED.lock().unwrap_or_else(|e| e.into_inner());
+        *finished = true;
+        if let Err(e) = state::write(&record) {
+            log::warn!("{e:#}");
+        }
     }
     if result.is_ok() {
         log::info!("mount: {} in {} ms", record.outcome, record.duration_ms);
     }
     result
+}
+
+/// Whether `run` has written its final record (guarded, so that the record
+/// and a signal's "interrupted" never both land).
+static FINISHED: Mutex<bool> = Mutex::new(false);
+
+/// On SIGTERM (systemd stopping the unit, a shutdown), SIGINT or SIGHUP:
+/// record "interrupted" in the state file, so that the previous run's
+/// "mounted" does not stand for this one, then die of the signal as before.
+/// A thread waits for it (signal-hook's self-pipe): the steps themselves
+/// need no signal checks, and children get default dispositions at exec.
+fn record_interruptions(mount_point: &str, started: Instant) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::debug!("cannot watch for SIGTERM ({e}); an interrupted run will not be recorded");
+            return;
+        }
+    };
+    let mount_point = mount_point.to_string();
+    std::thread::spawn(move || {
+        let Some(sig) = signals.forever().next() else {
+            return;
+        };
+        let name = match sig {
+            SIGTERM => "SIGTERM",
+            SIGINT => "SIGINT",
+            _ => "SIGHUP",
+        };
+        let finished = FINISHED.lock().unwrap_or_else(|e| e.into_inner());
+        if !*finished {
+            let record = RunState {
+                outcome: "interrupted".into(),
+                exit_code: 128 + sig,
+                message: format!(
+                    "stopped by {name} before the run finished; nothing of this run is confirmed: `systemctl restart wsl-storage-mount`"
+                ),
+                mount_point,
+                duration_ms: started.elapsed().as_millis() as u64,
+                finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                ..RunState::default()
+            };
+            if let Err(e) = state::write(&record) {
+                log::warn!("{e:#}");
+            }
+            log::warn!(
+                "mount: interrupted by {name}; recorded in {}",
+                state::state_path().display()
+            );
+        }
+        // Die of the signal, as without this thread (systemd counts a
+        // stop by SIGTERM as clean); the lock is held until then.
+        let _ = signal_hook::low_level::emulate_default_handler(sig);
+        std::process::exit(128 + sig);
+    });
 }
 
 fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
