@@ -363,10 +363,10 @@ impl Reader {
         }
         let fs_label = self.opt_string(obj, "fsLabel", "fsLabel");
         if let Some(l) = &fs_label {
-            if l.is_empty() || l.len() > 255 || l.contains('/') || l.contains('\0') {
+            if l.is_empty() || l.len() > 255 || l.contains(['/', '\0', '\n']) {
                 self.problem(
                     "fsLabel",
-                    "must be a non-empty label without '/', as set by `e2label` or `mkfs.ext4 -L`",
+                    "must be a non-empty label without '/' or a newline, as set by `e2label` or `mkfs.ext4 -L`",
                 );
             }
         }
@@ -390,6 +390,16 @@ impl Reader {
             self.problem(
                 "mountPoint",
                 format!("\"{}\" overlaps the bind target {bind_target}; mount the disk elsewhere, e.g. \"/mnt/wsl/storage\"", echo(&mount_point)),
+            );
+        } else if is_within(&mount_point, "/nix") {
+            // As the module: the disk is mounted before its store is bound
+            // over /nix, so it cannot live below /nix.
+            self.problem(
+                "mountPoint",
+                format!(
+                    "\"{}\" is under /nix; mount the disk elsewhere, e.g. \"/mnt/wsl/storage\"",
+                    echo(&mount_point)
+                ),
             );
         }
 
@@ -445,7 +455,7 @@ impl Reader {
         let nix_store_subdir = self.opt_string(obj, "nixStoreSubdir", "nixStoreSubdir");
         match &nix_store_subdir {
             Some(sub) => {
-                if let Err(why) = single_component(sub) {
+                if let Err(why) = dir_name(sub) {
                     self.problem(
                         "nixStoreSubdir",
                         format!("\"{}\" {why}; use one directory name such as \"nixos-wsl-main\"", echo(sub)),
@@ -462,6 +472,12 @@ impl Reader {
                 "bindMountNixStore is true but nixStoreSubdir is not set; name the instance dir that holds this instance's /nix, e.g. \"nixos-wsl-main\"",
             ),
             None => {}
+        }
+        if bind_mount_nix_store && fs_type == "vfat" {
+            self.problem(
+                "fsType",
+                "\"vfat\" cannot hold a Nix store (no symlinks, no permissions); format the disk with ext4, xfs or btrfs, or set bindMountNixStore = false",
+            );
         }
         let nix_store_command = self.string(obj, "nixStoreCommand", "nixStoreCommand", "nix-store");
         if nix_store_command.is_empty()
@@ -518,6 +534,10 @@ impl Reader {
 
         let log_file = self.string(obj, "logFile", "logFile", DEFAULT_LOG_FILE);
         let log_file = self.abs_path("logFile", &log_file);
+        if log_file.contains('"') {
+            // As the module's type: the path is quoted in logrotate's config.
+            self.problem("logFile", "must not contain '\"'");
+        }
 
         let windows = self.windows(obj.get("windows"), disk_serial_number.is_some());
 
@@ -576,7 +596,7 @@ impl Reader {
         };
         for (name, spec) in obj {
             let key = format!("instanceDirs.{}", echo(name));
-            if let Err(why) = single_component(name) {
+            if let Err(why) = dir_name(name) {
                 self.problem(
                     &key,
                     format!(
@@ -817,10 +837,27 @@ pub fn single_component(name: &str) -> Result<(), &'static str> {
         Err("must be a single path component without '/'")
     } else if name.contains('\0') {
         Err("contains a NUL byte")
+    } else if name.contains('\n') {
+        Err("contains a newline")
     } else if name.len() > 255 {
         Err("is longer than 255 bytes")
     } else {
         Ok(())
+    }
+}
+
+/// A directory name the helper creates under mountPoint and systemd takes
+/// in a mount unit's What=: letters, digits, '.', '_' and '-' only, as the
+/// module's `isSafeComponent` has it.
+pub fn dir_name(name: &str) -> Result<(), &'static str> {
+    single_component(name)?;
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Ok(())
+    } else {
+        Err("may hold only letters, digits, '.', '_' and '-'")
     }
 }
 
@@ -831,6 +868,9 @@ pub fn normalize_abs(path: &str) -> Result<String, &'static str> {
     }
     if path.contains('\0') {
         return Err("contains a NUL byte");
+    }
+    if path.contains('\n') {
+        return Err("contains a newline");
     }
     let mut out = String::new();
     for c in Path::new(path).components() {
@@ -976,6 +1016,35 @@ mod tests {
         assert!(with(r#""windows": {"triggerAttempts": 0}"#).is_empty());
         assert_eq!(with(r#""bootGenerations": 0"#), vec!["bootGenerations"]);
         assert_eq!(with(r#""fsckTimeout": 0"#), vec!["fsckTimeout"]);
+    }
+
+    #[test]
+    fn string_rules_match_the_module() {
+        let with = |extra: &str| {
+            problems(&format!(
+                r#"{{"fsUuid": "0f3e5a8c-1c2d-4b6e-9f00-123456789abc", {extra}}}"#
+            ))
+        };
+        assert_eq!(with(r#""fsLabel": "a\nb""#), vec!["fsLabel"]);
+        assert_eq!(with(r#""deviceId": "a\nb""#), vec!["deviceId"]);
+        assert_eq!(with(r#""device": "/dev/a\nb""#), vec!["device"]);
+        assert_eq!(with(r#""logFile": "/var/log/a\"b""#), vec!["logFile"]);
+        assert_eq!(with(r#""mountPoint": "/nix/disk""#), vec!["mountPoint"]);
+        assert_eq!(
+            with(r#""instanceDirs": {"my dir": {"owner": 0, "group": 0, "mode": "0755"}}"#),
+            vec!["instanceDirs.my dir"]
+        );
+        assert_eq!(
+            with(
+                r#""fsType": "vfat", "bindMountNixStore": true, "nixStoreSubdir": "s",
+                   "instanceDirs": {"s": {"owner": 0, "group": 0, "mode": "0755"}}"#
+            ),
+            vec!["fsType"]
+        );
+        assert!(with(
+            r#""instanceDirs": {"nixos-wsl_dev.2": {"owner": 0, "group": 0, "mode": "0755"}}"#
+        )
+        .is_empty());
     }
 
     #[test]
