@@ -828,3 +828,52 @@ fn sigterm_during_the_wait_records_interrupted_not_the_previous_outcome() {
     );
     assert!(!sb.stamp_exists());
 }
+
+#[test]
+fn a_device_with_two_signatures_found_by_probing_is_refused_not_missing() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    if !common::have_tool("mkfs.xfs") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs xfsprogs"
+        );
+        return;
+    }
+    let uuid = common::new_uuid();
+    let xfs = sb.path("xfs.img");
+    std::fs::File::create(&xfs)
+        .unwrap()
+        .set_len(320 << 20)
+        .unwrap();
+    sb.sh_ok(&format!("mkfs.xfs -q -f {}", xfs.display()));
+    let two = sb.path("two.img");
+    std::fs::File::create(&two)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    sb.sh_ok(&format!(
+        "mkfs.ext4 -q -F -U {uuid} {two} && dd if={xfs} of={two} bs=512 count=1 conv=notrunc status=none",
+        two = two.display(),
+        xfs = xfs.display()
+    ));
+    let dev = sb.attach(&two);
+    let before = sha256(&two);
+    let mp = sb.path("storage").display().to_string();
+    let cfg = sb.config(
+        "config.json",
+        json!({"fsUuid": uuid, "mountPoint": mp, "waitTimeout": 2, "fsck": true}),
+    );
+    let out = sb.helper(&cfg, &["mount"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(&format!("{} (fsUuid by probing", dev.node))
+            && text.contains("carries more than one signature (xfs")
+            && text.contains(&format!("ext4 UUID {uuid}"))
+            && text.contains("wipefs"),
+        "{text}"
+    );
+    assert!(!text.contains("mkfs"), "{text}");
+    assert_eq!(sb.mounts_at(&mp), 0);
+    assert_eq!(sha256(&two), before);
+}

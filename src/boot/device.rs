@@ -24,7 +24,7 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
-use crate::boot::probe;
+use crate::boot::probe::{self, Contents};
 use crate::config::Config;
 use crate::exit::{fail, Exit};
 use crate::windows::trigger::TriggerRunner;
@@ -193,13 +193,31 @@ fn probe_block_devices(cfg: &Config) -> Result<Option<Found>> {
         let Some((node, rdev)) = block_device(&node) else {
             continue;
         };
-        let Ok(Some(info)) = probe::probe_path(&node) else {
-            continue;
-        };
-        let key = match (&cfg.fs_uuid, &cfg.fs_label) {
-            (Some(u), _) if info.uuid_is(u) => "fsUuid",
-            (None, Some(l)) if info.label_is(l) => "fsLabel",
+        // A device with two signatures, one of them the configured one,
+        // is a hit too: the filesystem check then refuses it and names both,
+        // rather than the wait ending in "not found".
+        let candidates: Vec<(Option<String>, Option<String>)> = match probe::probe_contents(&node) {
+            Ok(Contents::Filesystem(info)) => vec![(info.uuid, info.label)],
+            Ok(Contents::Ambiguous { signatures }) => {
+                signatures.into_iter().map(|s| (s.uuid, s.label)).collect()
+            }
             _ => continue,
+        };
+        let matching = |(uuid, label): &(Option<String>, Option<String>)| match (
+            &cfg.fs_uuid,
+            &cfg.fs_label,
+        ) {
+            (Some(u), _) => uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u)),
+            (None, Some(l)) => label.as_deref() == Some(l.as_str()),
+            (None, None) => false,
+        };
+        if !candidates.iter().any(matching) {
+            continue;
+        }
+        let key = if cfg.fs_uuid.is_some() {
+            "fsUuid"
+        } else {
+            "fsLabel"
         };
         hits.push(Found {
             via: format!("{key} by probing {}", node.display()),

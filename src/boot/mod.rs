@@ -259,7 +259,11 @@ pub fn unusable(cfg: &Config, node: &Path, contents: &Contents) -> (String, Stri
         Contents::Ambiguous { signatures } => (
             format!(
                 "carries more than one signature ({}): libblkid will not say which one is real, and neither will the helper",
-                signatures.join(", ")
+                signatures
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             format!("list them with `wipefs {node}` (without -a it changes nothing), decide which one is stale, and remove only that one by hand (`wipefs -o <offset> {node}`)"),
         ),

@@ -92,8 +92,32 @@ pub enum Contents {
     /// Two or more signatures; libblkid will not say which is real, and
     /// neither will the helper.
     Ambiguous {
-        signatures: Vec<String>,
+        signatures: Vec<Signature>,
     },
+}
+
+/// One signature of an ambivalent device, as wipefs lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    pub fs_type: String,
+    pub uuid: Option<String>,
+    pub label: Option<String>,
+    /// Where its magic is, as libblkid prints it (e.g. "0x438").
+    pub offset: String,
+}
+
+impl std::fmt::Display for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.fs_type)?;
+        if let Some(u) = &self.uuid {
+            write!(f, " UUID {u}")?;
+        }
+        if let Some(l) = &self.label {
+            write!(f, " LABEL {l:?}")?;
+        }
+        write!(f, " at offset {}", self.offset)
+    }
 }
 
 impl Contents {
@@ -250,19 +274,19 @@ fn probe_range(file: &File, offset: u64, len: u64) -> Option<FsInfo> {
     }
 }
 
-/// Every superblock signature on the device, as "xfs at offset 0" (the
-/// way wipefs lists them), for the message about an ambivalent result.
-fn signatures(file: &File) -> io::Result<Vec<String>> {
+/// Every superblock signature on the device (the way wipefs lists them),
+/// for the message about an ambivalent result.
+fn signatures(file: &File) -> io::Result<Vec<Signature>> {
     let mut probe = new_probe(file, 0, 0)?;
     let mut out = Vec::new();
     // Low-level probing returns one signature per call.
     while let Ok(BlkidProbeRet::Success) = probe.do_probe() {
-        let ty = value(&probe, "TYPE").unwrap_or_else(|| "unknown".into());
-        let at = value(&probe, "SBMAGIC_OFFSET").unwrap_or_else(|| "?".into());
-        let uuid = value(&probe, "UUID")
-            .map(|u| format!(" UUID {u}"))
-            .unwrap_or_default();
-        out.push(format!("{ty}{uuid} at offset {at}"));
+        out.push(Signature {
+            fs_type: value(&probe, "TYPE").unwrap_or_else(|| "unknown".into()),
+            uuid: value(&probe, "UUID"),
+            label: value(&probe, "LABEL"),
+            offset: value(&probe, "SBMAGIC_OFFSET").unwrap_or_else(|| "?".into()),
+        });
         if out.len() >= 16 {
             break;
         }
@@ -497,10 +521,15 @@ mod tests {
             panic!("not ambiguous: {contents:?}");
         };
         assert!(
-            signatures.iter().any(|s| s.starts_with("xfs"))
-                && signatures.iter().any(|s| s.starts_with("ext4")),
+            signatures.iter().any(|s| s.fs_type == "xfs")
+                && signatures
+                    .iter()
+                    .any(|s| s.fs_type == "ext4" && s.uuid.is_some()),
             "{signatures:?}"
         );
+        assert!(signatures
+            .iter()
+            .all(|s| s.to_string().contains(" at offset ")));
         assert_eq!(probe_path(&two).unwrap(), None);
     }
 
