@@ -38,6 +38,9 @@ pub struct DeviceStatus {
     pub node: String,
     pub via: String,
     pub filesystem: Option<FsInfo>,
+    /// When there is no single filesystem: what the device holds instead
+    /// (a partition table with its partitions, two signatures, size 0 ...).
+    pub filesystem_problem: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,10 +85,18 @@ pub fn gather(cfg: &Config) -> Status {
             None
         }
     };
-    let device = found.as_ref().map(|f| DeviceStatus {
-        node: f.node.display().to_string(),
-        via: f.via.clone(),
-        filesystem: probe::probe_path(&f.node).ok().flatten(),
+    let device = found.as_ref().map(|f| {
+        let (filesystem, filesystem_problem) = match probe::probe_contents(&f.node) {
+            Ok(probe::Contents::Filesystem(fs)) => (Some(fs), None),
+            Ok(other) => (None, Some(crate::boot::unusable(cfg, &f.node, &other).0)),
+            Err(e) => (None, Some(format!("cannot be probed: {e}"))),
+        };
+        DeviceStatus {
+            node: f.node.display().to_string(),
+            via: f.via.clone(),
+            filesystem,
+            filesystem_problem,
+        }
     });
     if found.is_none() {
         problems.push(format!("device not present ({})", cfg.identity()));
@@ -239,7 +250,13 @@ pub fn render(s: &Status) -> String {
                         }
                     );
                 }
-                None => out.push_str("\n  fs:        none recognised\n"),
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "\n  fs:        none usable: {}",
+                        d.filesystem_problem.as_deref().unwrap_or("none recognised")
+                    );
+                }
             }
         }
         None => out.push_str("  node:      not present\n"),

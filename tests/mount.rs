@@ -646,6 +646,13 @@ fn a_partitioned_disk_is_described_and_never_offered_mkfs() {
     assert!(!text.contains("mkfs"), "{text}");
     assert_eq!(sb.mounts_at(&mp), 0);
     assert_eq!(sha256(&image), before, "the disk's bytes changed");
+    // status says the same, not "no filesystem".
+    let out = sb.helper(&cfg, &["status"]);
+    let text = output_text(&out);
+    assert!(
+        text.contains("fs:        none usable: is a partitioned disk (gpt table"),
+        "{text}"
+    );
 
     // The advice works: by fsUuid the partition is found and mounted.
     if have_part_node {
