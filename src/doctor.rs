@@ -183,7 +183,7 @@ fn attach_fix(cfg: &Config) -> String {
         Trigger::Task => format!(
             "attach the disk: `{} /Run /TN \"{}\"` starts the elevated task (its transcript tells why it did not attach: windows.logPath, default %LOCALAPPDATA%\\wsl-storage-mount\\attach.log); or {by_hand}; {then}",
             cfg.windows.schtasks_path,
-            script::task_name(cfg)
+            script::task_name(&cfg.windows)
         ),
         _ => format!(
             "attach the disk {by_hand} (register-task.ps1 makes a logon task that does it, and windows.trigger = \"task\" lets the boot start it); {then}"
@@ -429,7 +429,7 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
             vec![
                 "/Query".to_string(),
                 "/TN".to_string(),
-                script::task_name(cfg),
+                script::task_name(&cfg.windows),
             ],
         ),
         Trigger::Script => {
@@ -496,13 +496,13 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
     match win.trigger {
         Trigger::Task if code == Some(0) => checks.ok(
             id,
-            format!("scheduled task \"{}\" exists", script::task_name(cfg)),
+            format!("scheduled task \"{}\" exists", script::task_name(&cfg.windows)),
         ),
         Trigger::Task => checks.fail(
             id,
             format!(
                 "`schtasks /Query /TN \"{}\"` exited with {code_text}: {first}",
-                script::task_name(cfg)
+                script::task_name(&cfg.windows)
             ),
             "register the task once, in an elevated PowerShell: run register-task.ps1 (`sudo wsl-storage-mount install-windows-files` copies it to %USERPROFILE%\\wsl-storage-mount; or `wsl-storage-mount windows-task > register-task.ps1`)",
         ),

@@ -155,7 +155,7 @@ pub fn run(cfg: &Config, dir: Option<&Path>) -> Result<Exit> {
     // whatever the state of Windows.
     let files = [
         (ATTACH_FILE, script::attach_script(cfg)?),
-        (REGISTER_FILE, script::register_script(cfg)),
+        (REGISTER_FILE, script::register_script(cfg)?),
     ];
     // How to name register-task.ps1 in PowerShell, for the closing hint.
     let mut in_powershell = None;

@@ -79,7 +79,7 @@ pub fn command_for(win: &WindowsConfig) -> Option<(PathBuf, Vec<String>)> {
             vec![
                 "/Run".into(),
                 "/TN".into(),
-                win.task_name.clone().unwrap_or_default(),
+                crate::windows::script::task_name(win),
             ],
         )),
         Trigger::Script => {
