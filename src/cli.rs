@@ -15,7 +15,9 @@ Exit codes:
   3  device not found within waitTimeout
   4  no filesystem, the wrong one, or errors fsck -p could not repair
   5  mount failed, or the mount point is taken by something else
-  6  store not safe to bind over /nix";
+  6  store not safe to bind over /nix
+  7  sync-boot failed; the previous boot generation is kept
+  8  migrate: not enough room on the disk";
 
 #[derive(Debug, Parser)]
 #[command(

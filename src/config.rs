@@ -41,6 +41,8 @@ pub struct Config {
     pub bind_mount_nix_store: bool,
     pub nix_store_subdir: Option<String>,
     pub nix_store_command: String,
+    /// How many system generations the VHDX store keeps for booting.
+    pub boot_generations: u64,
     pub bind_target: String,
     pub on_missing: OnMissing,
     pub disk_serial_number: Option<String>,
@@ -204,6 +206,7 @@ const TOP_KEYS: &[&str] = &[
     "bindMountNixStore",
     "nixStoreSubdir",
     "nixStoreCommand",
+    "bootGenerations",
     "bindTarget",
     "onMissing",
     "diskSerialNumber",
@@ -453,6 +456,14 @@ impl Reader {
             );
         }
 
+        let boot_generations = self.uint(obj, "bootGenerations", "bootGenerations", 2, 1000);
+        if boot_generations == 0 {
+            self.problem(
+                "bootGenerations",
+                "must be at least 1: the VHDX keeps the generation it boots; 2 (the default) also keeps the one before",
+            );
+        }
+
         let on_missing = match self.opt_string(obj, "onMissing", "onMissing").as_deref() {
             None | Some("block") => OnMissing::Block,
             Some("fallback") => OnMissing::Fallback,
@@ -517,6 +528,7 @@ impl Reader {
             bind_mount_nix_store,
             nix_store_subdir,
             nix_store_command,
+            boot_generations,
             bind_target,
             on_missing,
             disk_serial_number,

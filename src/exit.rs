@@ -5,6 +5,7 @@ use std::fmt;
 /// The helper's documented exit codes. Other parts of the project (the
 /// systemd units, the VM tests, `doctor`) rely on these numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // 7 and 8: sync-boot and migrate, which land next
 pub enum Exit {
     /// Everything done.
     Success = 0,
@@ -20,6 +21,10 @@ pub enum Exit {
     Mount = 5,
     /// The store under `nixStoreSubdir` is not safe to bind over /nix.
     UnsafeStore = 6,
+    /// `sync-boot` failed; the VHDX's previous boot generation is kept.
+    SyncFailed = 7,
+    /// `migrate`: not enough room on the disk for the copy.
+    NoRoom = 8,
 }
 
 impl Exit {

@@ -14,6 +14,7 @@ mod doctor;
 mod exit;
 mod log;
 mod mountinfo;
+mod proc;
 mod state;
 mod status;
 

@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 
 pub const RUNTIME_DIR: &str = "/run/wsl-storage-mount";
 
+/// The run directory: state, stamp, boot view.
+pub fn run_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(RUNTIME_DIR)
+}
+
 pub fn state_path() -> std::path::PathBuf {
-    Path::new(RUNTIME_DIR).join("state.json")
+    run_dir().join("state.json")
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -9,6 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -18,13 +19,17 @@ use crate::exit::{fail, Exit};
 use crate::mountinfo::{self, MountEntry};
 use crate::state;
 
+pub mod bootview;
+
 pub const BOOTED_SYSTEM: &str = "/run/booted-system";
 const STORE_PREFIX: &str = "/nix/store/";
+/// nix-store on a cold disk can be slow, but never this slow.
+const NIX_STORE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many missing paths the refusal names.
 const SHOW_MISSING: usize = 5;
 
 pub fn stamp_path() -> PathBuf {
-    Path::new(state::RUNTIME_DIR).join("bind-ok")
+    state::run_dir().join("bind-ok")
 }
 
 pub fn marker_path(cfg: &Config) -> PathBuf {
@@ -34,9 +39,9 @@ pub fn marker_path(cfg: &Config) -> PathBuf {
 /// The closure of the booted system, as `nix-store --query --requisites`
 /// prints it.
 fn booted_closure(cfg: &Config) -> Result<Vec<String>> {
-    let out = Command::new(&cfg.nix_store_command)
-        .args(["--query", "--requisites", BOOTED_SYSTEM])
-        .output()
+    let mut cmd = Command::new(&cfg.nix_store_command);
+    cmd.args(["--query", "--requisites", BOOTED_SYSTEM]);
+    let out = crate::proc::run(cmd, NIX_STORE_TIMEOUT)
         .map_err(|e| {
             fail(
                 Exit::UnsafeStore,
@@ -46,14 +51,14 @@ fn booted_closure(cfg: &Config) -> Result<Vec<String>> {
                 ),
             )
         })?;
-    if !out.status.success() {
+    if !out.success() {
         return Err(fail(
             Exit::UnsafeStore,
             format!(
                 "`{} --query --requisites {BOOTED_SYSTEM}` failed ({}): {}; without the closure the store cannot be verified, so /nix stays as it is",
                 cfg.nix_store_command,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.describe(NIX_STORE_TIMEOUT),
+                out.stderr_text()
             ),
         ));
     }
@@ -145,9 +150,9 @@ pub fn system_is_booting() -> Result<bool, String> {
     if !Path::new("/run/systemd/system").is_dir() {
         return Ok(true);
     }
-    let out = Command::new("systemctl")
-        .arg("is-system-running")
-        .output()
+    let mut cmd = Command::new("systemctl");
+    cmd.arg("is-system-running");
+    let out = crate::proc::run(cmd, Duration::from_secs(10))
         .map_err(|e| format!("cannot run `systemctl is-system-running`: {e}"))?;
     let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match state.as_str() {

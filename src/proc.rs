@@ -1,0 +1,364 @@
+//! Child processes: every program the helper runs (fsck, nix-store,
+//! systemctl, schtasks.exe ...) goes through here, so that none can hold up
+//! the boot.
+//!
+//! Each child gets its own process group, a timeout, and captured output.
+//! When it exits (or times out) the whole group is killed: a grandchild
+//! that kept the output pipe open (a background job of a script, a Windows
+//! process started through interop) can neither keep us reading nor outlive
+//! the step. After the child has exited we never wait for pipe EOF: the
+//! readers get a short grace and are then abandoned.
+
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// How often a running child is looked at.
+const TICK: Duration = Duration::from_millis(5);
+/// After the child has exited, how long its output readers may still take.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    /// The exit code; None when killed by a signal, timed out or cancelled.
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out && !self.cancelled
+    }
+
+    /// "exit 3", "killed by a signal", "killed after 20 s", "cancelled".
+    pub fn describe(&self, timeout: Duration) -> String {
+        if self.timed_out {
+            format!("killed after {} s (timeout)", timeout.as_secs_f64())
+        } else if self.cancelled {
+            "cancelled".to_string()
+        } else {
+            match self.code {
+                Some(c) => format!("exit {c}"),
+                None => "killed by a signal".to_string(),
+            }
+        }
+    }
+
+    #[allow(dead_code)] // used by sync-boot, which lands next
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+}
+
+/// Run `cmd` with `timeout`. Err only when it cannot be started.
+pub fn run(cmd: Command, timeout: Duration) -> io::Result<Finished> {
+    run_cancellable(cmd, timeout, &AtomicBool::new(false))
+}
+
+/// Like `run`, and also stopped as soon as `cancel` becomes true.
+pub fn run_cancellable(
+    mut cmd: Command,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> io::Result<Finished> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = spawn_in_own_group(&mut cmd, None)?;
+    let readers = [
+        reader(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+        reader(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+    ];
+    let mut group = Group::new(&child);
+    let (code, timed_out, cancelled) = wait_with_deadline(&mut child, &mut group, timeout, cancel);
+    let [out, err] = readers;
+    Ok(Finished {
+        code,
+        timed_out,
+        cancelled,
+        stdout: drain(out),
+        stderr: drain(err),
+    })
+}
+
+#[allow(dead_code)] // used by sync-boot, which lands next
+/// `producer | consumer`, both killed at `timeout`. The consumer's stdout
+/// and both stderrs are captured; the producer's stdout feeds the consumer.
+pub fn pipe(
+    mut producer: Command,
+    mut consumer: Command,
+    timeout: Duration,
+) -> io::Result<(Finished, Finished)> {
+    producer.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut first = spawn_in_own_group(&mut producer, None)?;
+    let feed: ChildStdout = first.stdout.take().expect("stdout was piped");
+    consumer
+        .stdin(Stdio::from(feed))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let pgid = first.id() as i32;
+    let mut second = match spawn_in_own_group(&mut consumer, Some(pgid)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let _ = first.wait();
+            return Err(e);
+        }
+    };
+    // The consumer's stdin is its own copy now; ours went into the Command,
+    // which is dropped at the end of this function's scope below.
+    drop(consumer);
+    let first_err = reader(
+        first
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let second_out = reader(
+        second
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let second_err = reader(
+        second
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+
+    let deadline = Instant::now() + timeout;
+    let mut first_status = None;
+    let mut second_status = None;
+    let mut timed_out = false;
+    while first_status.is_none() || second_status.is_none() {
+        if first_status.is_none() {
+            first_status = first.try_wait()?.map(|s| s.code());
+        }
+        if second_status.is_none() {
+            second_status = second.try_wait()?.map(|s| s.code());
+        }
+        // A consumer that died leaves the producer with a broken pipe (it
+        // gets SIGPIPE); a producer that died closes the consumer's input.
+        if first_status.is_some() && second_status.is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            first_status = Some(first.wait().ok().and_then(|s| s.code()));
+            second_status = Some(second.wait().ok().and_then(|s| s.code()));
+            break;
+        }
+        std::thread::sleep(TICK);
+    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    let code = |c: Option<Option<i32>>| if timed_out { None } else { c.flatten() };
+    Ok((
+        Finished {
+            code: code(first_status),
+            timed_out,
+            cancelled: false,
+            stdout: Vec::new(),
+            stderr: drain(first_err),
+        },
+        Finished {
+            code: code(second_status),
+            timed_out,
+            cancelled: false,
+            stdout: drain(second_out),
+            stderr: drain(second_err),
+        },
+    ))
+}
+
+fn spawn_in_own_group(cmd: &mut Command, pgid: Option<i32>) -> io::Result<Child> {
+    if cmd.get_program().is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty program"));
+    }
+    cmd.process_group(pgid.unwrap_or(0));
+    cmd.spawn()
+}
+
+/// The child's process group, killed once: at the deadline, or after the
+/// child exited (whatever it left behind).
+struct Group {
+    pgid: Pid,
+    killed: bool,
+}
+
+impl Group {
+    fn new(child: &Child) -> Self {
+        Group {
+            pgid: Pid::from_raw(child.id() as i32),
+            killed: false,
+        }
+    }
+
+    fn kill(&mut self) {
+        if !self.killed {
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+            self.killed = true;
+        }
+    }
+}
+
+fn wait_with_deadline(
+    child: &mut Child,
+    group: &mut Group,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> (Option<i32>, bool, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                // Anything the child left in its group goes with it.
+                group.kill();
+                return (status.code(), false, false);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                group.kill();
+                let _ = child.wait();
+                return (None, false, false);
+            }
+        }
+        let cancelled = cancel.load(Ordering::Relaxed);
+        if cancelled || Instant::now() >= deadline {
+            group.kill();
+            let _ = child.wait();
+            return (None, !cancelled, cancelled);
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+type Reader = Option<JoinHandle<Vec<u8>>>;
+
+fn reader(stream: Option<Box<dyn Read + Send>>) -> Reader {
+    stream.map(|mut s| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            buf
+        })
+    })
+}
+
+/// The reader's bytes, or nothing when a process outside the group still
+/// holds the pipe after the grace: then the thread is left behind, never
+/// waited for.
+fn drain(reader: Reader) -> Vec<u8> {
+    let Some(handle) = reader else {
+        return Vec::new();
+    };
+    let until = Instant::now() + DRAIN_GRACE;
+    while !handle.is_finished() {
+        if Instant::now() >= until {
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handle.join().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    #[test]
+    fn output_and_code_are_captured() {
+        let f = run(sh("echo out; echo err >&2; exit 3"), Duration::from_secs(5)).unwrap();
+        assert_eq!(f.code, Some(3));
+        assert_eq!(f.stdout_text(), "out\n");
+        assert_eq!(f.stderr_text(), "err");
+        assert!(!f.success());
+    }
+
+    #[test]
+    fn a_hanging_child_is_killed_at_the_timeout() {
+        let start = Instant::now();
+        let f = run(sh("sleep 30"), Duration::from_millis(200)).unwrap();
+        assert!(f.timed_out);
+        assert_eq!(f.code, None);
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_grandchild_holding_the_pipe_does_not_keep_us_waiting() {
+        // The child exits at once; its background sleep keeps stdout open.
+        let start = Instant::now();
+        let f = run(sh("sleep 30 & echo started"), Duration::from_secs(20)).unwrap();
+        assert_eq!(f.code, Some(0));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "waited {:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_grandchild_in_another_session_is_not_waited_for() {
+        // setsid takes it out of our group: we cannot kill it, and we must
+        // not wait for its end either.
+        let start = Instant::now();
+        let f = run(
+            sh("setsid sleep 30 & echo started"),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(f.code, Some(0));
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error() {
+        assert!(run(Command::new("/nonexistent/program"), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn pipe_feeds_the_consumer() {
+        let (p, c) = pipe(sh("printf 'a\\nb\\n'"), sh("wc -l"), Duration::from_secs(5)).unwrap();
+        assert!(p.success() && c.success());
+        assert_eq!(c.stdout_text().trim(), "2");
+    }
+
+    #[test]
+    fn pipe_with_a_failing_consumer_reports_it() {
+        let (_, c) = pipe(
+            sh("yes"),
+            sh("head -c1 >/dev/null; exit 4"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(c.code, Some(4));
+    }
+}

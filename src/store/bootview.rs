@@ -1,0 +1,133 @@
+//! The boot view: the VHDX's own /nix, whether or not the disk store is
+//! bound over /nix.
+//!
+//! NixOS-WSL boots from the root filesystem's /nix before any unit of ours
+//! runs, so the store lifecycle must read and write that /nix while the
+//! running system sees the disk's. A bind of `/` without MS_REC carries the
+//! root filesystem alone: the /nix bind (and the read-only bind of
+//! /nix/store the shim makes) stay behind. The bind is made inside a private
+//! mount namespace of this process: nothing is left mounted when it exits,
+//! and no other process ever sees it.
+
+// Used by sync-boot and migrate, which land next.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use crate::exit::{fail, Exit};
+use crate::state;
+
+#[derive(Debug)]
+pub struct BootView {
+    /// Where the view of the boot root is mounted.
+    root: PathBuf,
+    /// The boot root it shows (for messages).
+    boot_root: PathBuf,
+}
+
+impl BootView {
+    /// Bind `boot_root` (normally "/") without its submounts at a temporary
+    /// directory, inside this process's own mount namespace. Children
+    /// started afterwards (nix-store) see it too.
+    pub fn open(boot_root: &Path) -> Result<BootView> {
+        let meta = fs::symlink_metadata(boot_root)
+            .with_context(|| format!("--boot-root {}", boot_root.display()))?;
+        if !boot_root.is_absolute() || !meta.is_dir() {
+            return Err(fail(
+                Exit::Config,
+                format!(
+                    "--boot-root {}: must be an absolute path to a directory (not a symlink); it is the root filesystem NixOS-WSL boots from, / by default",
+                    boot_root.display()
+                ),
+            ));
+        }
+        // A namespace of our own, with every mount private in it, so that
+        // the bind below propagates nowhere (the host's / is usually shared).
+        unshare(CloneFlags::CLONE_NEWNS)
+            .context("unshare(CLONE_NEWNS) for a private view of the boot root (needs root)")?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .context("making the mounts of the private namespace private")?;
+
+        let parent = state::run_dir();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let template = parent.join("boot-view.XXXXXX");
+        let root = nix::unistd::mkdtemp(&template).with_context(|| {
+            format!(
+                "creating a directory for the boot view in {}",
+                parent.display()
+            )
+        })?;
+        if let Err(e) = mount(
+            Some(boot_root),
+            &root,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            let _ = fs::remove_dir(&root);
+            return Err(e).with_context(|| {
+                format!(
+                    "binding {} (without submounts) at {}",
+                    boot_root.display(),
+                    root.display()
+                )
+            });
+        }
+        log::debug!(
+            "boot view: {} without submounts at {}",
+            boot_root.display(),
+            root.display()
+        );
+        Ok(BootView {
+            root,
+            boot_root: boot_root.to_path_buf(),
+        })
+    }
+
+    /// The view of the boot root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The boot root it shows, as given.
+    pub fn boot_root(&self) -> &Path {
+        &self.boot_root
+    }
+
+    /// The VHDX's /nix.
+    pub fn nix_dir(&self) -> PathBuf {
+        self.root.join("nix")
+    }
+
+    /// The VHDX store for `nix-store --store`: a chroot store whose logical
+    /// store dir is /nix/store.
+    pub fn store_uri(&self) -> String {
+        format!("local?root={}", self.root.display())
+    }
+}
+
+impl Drop for BootView {
+    fn drop(&mut self) {
+        // The namespace goes away with the process anyway; unmounting now
+        // lets the empty directory be removed.
+        if umount2(&self.root, MntFlags::MNT_DETACH).is_ok() {
+            let _ = fs::remove_dir(&self.root);
+        }
+    }
+}
