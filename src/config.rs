@@ -869,13 +869,14 @@ fn is_account_name(s: &str) -> bool {
 }
 
 /// A Windows path that reaches PowerShell: a drive path such as
-/// `C:\wsl\attach.ps1`, or one starting with `%LOCALAPPDATA%\` or
-/// `%USERPROFILE%\`. Only a plain character set is allowed, so nothing in
+/// `C:\wsl\attach.ps1`, or one starting with `%LOCALAPPDATA%\`,
+/// `%USERPROFILE%\` or `%ProgramData%\`. Only a plain character set is allowed, so nothing in
 /// it can be read by PowerShell as code even before quoting.
 pub fn windows_path(p: &str) -> Result<(), String> {
     let rest = if let Some(rest) = p
         .strip_prefix("%LOCALAPPDATA%\\")
         .or_else(|| p.strip_prefix("%USERPROFILE%\\"))
+        .or_else(|| p.strip_prefix("%ProgramData%\\"))
     {
         rest
     } else {

@@ -22,8 +22,8 @@ use crate::config::{Config, Trigger};
 use crate::exit::Exit;
 use crate::status::{self, Status};
 use crate::store;
-use crate::windows::script;
 use crate::windows::trigger::{run_program, TriggerOutcome};
+use crate::windows::{install, script};
 
 /// The marker unit of the NixOS module, which nix-daemon is ordered after.
 pub const MARKER_UNIT: &str = "nix-mount-marker.service";
@@ -159,6 +159,7 @@ pub fn diagnose(config_path: &Path) -> Report {
     check_udev(&mut checks, links_needed);
     check_dev_disk(&mut checks, links_needed);
     check_windows(&mut checks, &cfg);
+    check_installed_script(&mut checks, &cfg);
     check_mount(&mut checks, &cfg, &st);
     check_instance_dirs(&mut checks, &cfg, &st);
     check_bind(&mut checks, &cfg, &st);
@@ -181,7 +182,7 @@ fn attach_fix(cfg: &Config) -> String {
     let then = "then `systemctl restart wsl-storage-mount`";
     match cfg.windows.trigger {
         Trigger::Task => format!(
-            "attach the disk: `{} /Run /TN \"{}\"` starts the elevated task (its transcript tells why it did not attach: windows.logPath, default %LOCALAPPDATA%\\wsl-storage-mount\\attach.log); or {by_hand}; {then}",
+            "attach the disk: `{} /Run /TN \"{}\"` starts the elevated task (its transcript tells why it did not attach: windows.logPath, default %ProgramData%\\wsl-storage-mount\\attach.log); or {by_hand}; {then}",
             cfg.windows.schtasks_path,
             script::task_name(&cfg.windows)
         ),
@@ -523,6 +524,101 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
             "copy it there: `sudo wsl-storage-mount install-windows-files --dir <that dir as a Linux path>`, or fix windows.scriptPath",
         ),
     }
+}
+
+/// The attach.ps1 the task runs is the copy register-task.ps1 installed in
+/// %ProgramData%\wsl-storage-mount (read here through the automount path
+/// that windows.schtasksPath shows): it must be what this config generates,
+/// or the task attaches with old settings. Compared by SHA-256.
+fn check_installed_script(checks: &mut Checks, cfg: &Config) {
+    let id = "windows-installed-script";
+    if cfg.windows.trigger != Trigger::Task {
+        checks.skip(id, "windows.trigger is not \"task\"");
+        return;
+    }
+    let Ok(expected) = script::attach_script(cfg) else {
+        checks.skip(
+            id,
+            "the config gives no attach.ps1 (diskSerialNumber is not set)",
+        );
+        return;
+    };
+    let (program_data, dir) = match install::windows_dir(cfg, "%ProgramData%") {
+        Ok(found) => found,
+        Err(why) => {
+            checks.skip(id, format!("Windows is out of reach: {why}"));
+            return;
+        }
+    };
+    let windows_path = format!(
+        "{}\\{}\\{}",
+        program_data.trim_end_matches('\\'),
+        script::INSTALL_SUBDIR,
+        script::ATTACH_FILE
+    );
+    let linux_path = dir.join(script::INSTALL_SUBDIR).join(script::ATTACH_FILE);
+    let update = format!(
+        "stage the scripts with `sudo wsl-storage-mount install-windows-files`, then run register-task.ps1 again in an elevated PowerShell: `powershell.exe -NoProfile -ExecutionPolicy Bypass -File $env:USERPROFILE\\{}\\{}` (it installs attach.ps1 for the task; nothing started from Linux can, by design)",
+        script::INSTALL_SUBDIR,
+        script::REGISTER_FILE
+    );
+    let want = script::sha256_hex(expected.as_bytes());
+    match read_small_regular_file(&linux_path) {
+        Ok(bytes) => {
+            let have = script::sha256_hex(&bytes);
+            if have == want {
+                checks.ok(
+                    id,
+                    format!("{windows_path} is what the config generates (SHA-256 {want})"),
+                );
+            } else {
+                checks.warn(
+                    id,
+                    format!("{windows_path}, which the task runs, is not what the config generates: SHA-256 {have}, the config gives {want}"),
+                    update,
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => checks.fail(
+            id,
+            format!(
+                "{windows_path} (at {}) does not exist: the task has no script to run",
+                linux_path.display()
+            ),
+            update,
+        ),
+        Err(e) => checks.fail(
+            id,
+            format!(
+                "cannot read {windows_path} (at {}): {e}",
+                linux_path.display()
+            ),
+            update,
+        ),
+    }
+}
+
+/// A regular file of at most 1 MiB, opened without following a symlink and
+/// without blocking on a FIFO.
+fn read_small_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > 1 << 20 {
+        return Err(std::io::Error::other(
+            "larger than 1 MiB, not an attach.ps1",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(1 << 20).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The Windows drive a program lives on, as a Linux path: the parent of

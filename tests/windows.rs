@@ -41,43 +41,35 @@ fn stderr(out: &Output) -> String {
 
 // --- Golden files ----------------------------------------------------------
 
-fn golden_configs() -> Vec<(&'static str, Value)> {
-    vec![
-        // The least a user writes: the serial, everything else default.
-        (
-            "minimal",
-            json!({"fsUuid": UUID, "diskSerialNumber": "S6Z2NJ0TC14842T"}),
-        ),
-        // An NVMe serial as Get-PhysicalDisk prints it, a task in a folder,
-        // explicit Windows paths with spaces and parentheses.
-        (
-            "nvme-task-folder",
-            json!({
-                "fsUuid": UUID,
-                "diskSerialNumber": "E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4.",
-                "mountName": "internal-4tb-nvme",
-                "windows": {
-                    "trigger": "task",
-                    "taskName": "WSL\\attach storage",
-                    "scriptPath": "C:\\wsl tools\\attach.ps1",
-                    "logPath": "D:\\logs\\wsl attach (nvme).log"
-                }
-            }),
-        ),
-        // The script trigger with paths under %LOCALAPPDATA%/%USERPROFILE%.
-        (
-            "script-env-paths",
-            json!({
-                "fsLabel": "wsl-storage",
-                "diskSerialNumber": " WD-WX11A2345678 ",
-                "windows": {
-                    "trigger": "script",
-                    "scriptPath": "%LOCALAPPDATA%\\wsl-storage-mount\\attach.ps1",
-                    "logPath": "%USERPROFILE%\\wsl\\attach.log"
-                }
-            }),
-        ),
-    ]
+/// The golden configs: tests/golden/<name>.config.json. The PowerShell
+/// parse check (scripts/check-powershell.py) reads the same files.
+fn golden_configs() -> Vec<(String, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut configs: Vec<(String, Value)> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|f| f.strip_suffix(".config.json").map(String::from))
+        .map(|name| {
+            let text = fs::read_to_string(dir.join(format!("{name}.config.json"))).unwrap();
+            (name, serde_json::from_str(&text).unwrap())
+        })
+        .collect();
+    configs.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        configs.len() >= 4,
+        "golden configs missing in {}",
+        dir.display()
+    );
+    configs
+}
+
+/// One golden config by name.
+fn golden_config(name: &str) -> Value {
+    golden_configs()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1
 }
 
 fn golden_path(name: &str) -> PathBuf {
@@ -168,14 +160,62 @@ fn attach_and_register_scripts_match_the_golden_files() {
             only_in_literals(&attach, value);
             only_in_literals(&register, value);
         }
+        // register-task.ps1 carries exactly this attach.ps1.
+        assert_eq!(embedded_attach(&register), attach, "{name}");
     }
+}
+
+/// The attach.ps1 that register-task.ps1 installs: its base64 literal,
+/// decoded, after checking the SHA-256 literal beside it.
+fn embedded_attach(register: &str) -> String {
+    let literal = |var: &str| {
+        let prefix = format!("${var} = '");
+        let line = register
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line"));
+        line[prefix.len()..line.len() - 1].to_string()
+    };
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(literal("AttachBase64").as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(decoded.status.success());
+    let sha = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&decoded.stdout)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let hash = String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_ascii_uppercase();
+    assert_eq!(hash, literal("AttachSha256"));
+    String::from_utf8(decoded.stdout).unwrap()
 }
 
 #[test]
 fn attach_script_does_what_the_issue_asks() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, cfg) = golden_configs().remove(1);
-    let attach = stdout(&helper(tmp.path(), cfg, &["windows-script"]));
+    let cfg = golden_config("nvme-task-folder");
+    let attach = stdout(&helper(tmp.path(), cfg.clone(), &["windows-script"]));
     let code: Vec<&str> = attach
         .lines()
         .map(str::trim)
@@ -190,16 +230,20 @@ fn attach_script_does_what_the_issue_asks() {
     assert!(has("-match 'WSL_E_DISK_ALREADY_ATTACHED'"));
     assert!(has("Start-Transcript"));
     assert!(has("Finish 0") && has("Finish 1") && has("Finish 2"));
+    // An empty target is refused before any disk is compared.
+    assert!(has("if ($wanted -notmatch '[A-Z0-9]') {"));
+    // wsl.exe by its full path only: no PATH lookup in an elevated script.
+    assert!(!has("$wsl = 'wsl.exe'"));
+    // The transcript only in an administrators-only directory, never made
+    // by this script (it would inherit %ProgramData%'s user-writable ACL).
+    assert!(has("$logProblem = Get-AdminOnlyProblem $logDir"));
+    assert!(!has("New-Item"));
     // `wsl --list` lists distributions, not disks: it must not be used.
     assert!(!has("--list") && !has(" -l "), "wsl --list used");
     // Never a hard-coded user.
     assert!(!attach.contains("C:\\Users\\"));
 
-    let register = stdout(&helper(
-        tmp.path(),
-        golden_configs().remove(1).1,
-        &["windows-task"],
-    ));
+    let register = stdout(&helper(tmp.path(), cfg, &["windows-task"]));
     for needle in [
         "Register-ScheduledTask",
         "-RunLevel Highest",
@@ -212,22 +256,191 @@ fn attach_script_does_what_the_issue_asks() {
         "Unregister-ScheduledTask",
         "$TaskPath = '\\WSL\\'",
         "$TaskName = 'attach storage'",
+        "$TaskFullName = '\\WSL\\attach storage'",
     ] {
         assert!(
             register.contains(needle),
             "register-task.ps1 lacks {needle}"
         );
     }
-    assert!(!register.contains("SYSTEM'") && !register.contains("-UserId 'SYSTEM"));
+    // The task runs as the user who registers it, never as LocalSystem.
+    assert!(register.contains(
+        "$taskPrincipal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Highest"
+    ));
+    assert!(!register.contains("-UserId 'SYSTEM") && !register.contains("-UserId SYSTEM"));
+}
+
+/// The privilege escalation of issue 10: the elevated task must run a
+/// script no program without elevation can change. register-task.ps1
+/// installs the embedded attach.ps1 into %ProgramData%\wsl-storage-mount
+/// with an administrators-only ACL (set, then verified; refusing on any
+/// doubt), and the task runs that copy with powershell.exe by full path.
+#[test]
+fn the_task_runs_an_administrators_only_copy_of_attach_ps1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = golden_config("nvme-task-folder");
+    let register = stdout(&helper(tmp.path(), cfg, &["windows-task"]));
+    let code: Vec<&str> = register
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    let has = |s: &str| code.iter().any(|l| l.contains(s));
+    let position = |s: &str| {
+        code.iter()
+            .position(|l| l.contains(s))
+            .unwrap_or_else(|| panic!("register-task.ps1 lacks {s}"))
+    };
+    // Where: %ProgramData%\wsl-storage-mount, never a user-writable place.
+    assert!(has("$installDir = Join-Path ([Environment]::GetFolderPath('CommonApplicationData')) 'wsl-storage-mount'"));
+    for gone in [
+        "USERPROFILE",
+        "LOCALAPPDATA",
+        "$PSScriptRoot",
+        "ConfiguredScriptPath",
+    ] {
+        assert!(!has(gone), "register-task.ps1 still uses {gone}");
+    }
+    // The ACL: Administrators and SYSTEM full control, Users read and
+    // execute, nothing inherited, owner Administrators.
+    assert!(has("$security.SetAccessRuleProtection($true, $false)"));
+    assert!(has("$security.SetOwner($admins)"));
+    assert!(has("FileSystemAccessRule($admins, 'FullControl'"));
+    assert!(has("FileSystemAccessRule($system, 'FullControl'"));
+    assert!(has("FileSystemAccessRule($users, 'ReadAndExecute'"));
+    assert!(has("'S-1-5-32-544'") && has("'S-1-5-18'") && has("'S-1-5-32-545'"));
+    // Refuses a directory someone else owns, or a link, before and after
+    // creating it, and when the ACL cannot be set or does not verify.
+    let set = position("Set-Acl -LiteralPath $installDir -AclObject $security");
+    let verify = position("$problem = Get-AdminOnlyProblem $installDir");
+    let write = position("$stream.Write($attachBytes");
+    let register_task = position("Register-ScheduledTask -TaskName");
+    assert!(set < verify && verify < write && write < register_task);
+    assert!(has("Stop-Unsafe ('cannot set its permissions: {0}' -f $_)"));
+    assert!(has("if ($problem) { Stop-Unsafe"));
+    assert!(
+        code.iter()
+            .filter(|l| **l == "Assert-OwnedByAdmins")
+            .count()
+            == 2
+    );
+    // The content: embedded, hash-checked before and after writing.
+    assert!(has("$embeddedHash -ne $AttachSha256"));
+    assert!(has(
+        "(Get-FileHash -LiteralPath $scriptPath -Algorithm SHA256).Hash"
+    ));
+    // The task runs that copy, by full paths.
+    assert!(has("$scriptPath = Join-Path $installDir 'attach.ps1'"));
+    assert!(has("$powershell = Join-Path $env:SystemRoot 'System32\\WindowsPowerShell\\v1.0\\powershell.exe'"));
+    assert!(has("New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"{0}\"' -f $scriptPath)"));
+    // The transcript goes there too by default.
+    let attach = stdout(&helper(
+        tmp.path(),
+        json!({"fsUuid": UUID, "diskSerialNumber": "S1"}),
+        &["windows-script"],
+    ));
+    assert!(
+        attach.contains("$LogPath = [Environment]::ExpandEnvironmentVariables('%ProgramData%\\wsl-storage-mount\\attach.log')"),
+        "{attach}"
+    );
 }
 
 #[test]
 fn windows_script_needs_the_serial() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = helper(tmp.path(), json!({"fsUuid": UUID}), &["windows-script"]);
-    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
-    assert!(stdout(&out).is_empty());
-    assert!(stderr(&out).contains("diskSerialNumber is not set"));
+    for cmd in ["windows-script", "windows-task"] {
+        let out = helper(tmp.path(), json!({"fsUuid": UUID}), &[cmd]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", output_text(&out));
+        assert!(stdout(&out).is_empty());
+        assert!(stderr(&out).contains("diskSerialNumber is not set"));
+    }
+}
+
+/// Values Windows or the attach script would take differently from how
+/// they read: `check` refuses them, naming the key.
+#[test]
+fn check_refuses_values_windows_reads_differently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Value)> = vec![
+        // Normalizes to nothing: would match every disk without a serial.
+        ("diskSerialNumber", json!({"diskSerialNumber": "._ ._"})),
+        ("diskSerialNumber", json!({"diskSerialNumber": "_"})),
+        ("diskSerialNumber", json!({"diskSerialNumber": "- -"})),
+        // Task Scheduler refuses leading/trailing spaces and dots.
+        ("windows.taskName", json!({"windows": {"taskName": " wsl"}})),
+        ("windows.taskName", json!({"windows": {"taskName": "wsl "}})),
+        ("windows.taskName", json!({"windows": {"taskName": "wsl."}})),
+        ("windows.taskName", json!({"windows": {"taskName": ".wsl"}})),
+        (
+            "windows.taskName",
+            json!({"windows": {"taskName": "WSL.\\attach"}}),
+        ),
+        (
+            "windows.taskName",
+            json!({"windows": {"taskName": "WSL\\ attach"}}),
+        ),
+        // Not a file Windows would write where it looks.
+        ("windows.logPath", json!({"windows": {"logPath": "C:\\."}})),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\a.log."}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs \\a.log"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\\\a.log"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\NUL.log"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\com1"}}),
+        ),
+        (
+            "windows.scriptPath",
+            json!({"windows": {"scriptPath": "C:\\wsl\\attach.txt"}}),
+        ),
+        (
+            "windows.scriptPath",
+            json!({"windows": {"scriptPath": "%LOCALAPPDATA%\\."}}),
+        ),
+    ];
+    for (key, extra) in cases {
+        let mut cfg = json!({"fsUuid": UUID, "diskSerialNumber": "S1"});
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let out = helper(tmp.path(), cfg.clone(), &["check"]);
+        assert_eq!(out.status.code(), Some(2), "{cfg}: {}", output_text(&out));
+        assert!(
+            stderr(&out).contains(&format!("{key}:")),
+            "{cfg}: the problem is not named by {key}: {}",
+            output_text(&out)
+        );
+    }
+    // What stays allowed.
+    for ok in [
+        json!({"diskSerialNumber": "E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4."}),
+        json!({"diskSerialNumber": " WD-WX11A2345678 "}),
+        json!({"windows": {"taskName": "\\WSL\\attach storage", "logPath": "%ProgramData%\\wsl-storage-mount\\a.b.log", "scriptPath": "C:\\wsl\\ATTACH.PS1"}}),
+        json!({"windows": {"logPath": "C:\\logs\\console.log"}}),
+    ] {
+        let mut cfg = json!({"fsUuid": UUID, "diskSerialNumber": "S1"});
+        for (k, v) in ok.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let out = helper(tmp.path(), cfg.clone(), &["check"]);
+        assert_eq!(out.status.code(), Some(0), "{cfg}: {}", output_text(&out));
+    }
 }
 
 // --- Injection attempts --------------------------------------------------------
@@ -342,7 +555,6 @@ fn install_writes_both_scripts_and_rewrites_only_what_changed() {
         (mtime_and_inode(&attach), mtime_and_inode(&register))
     );
 
-    // A new serial changes attach.ps1 only.
     let cfg = json!({"fsUuid": UUID, "diskSerialNumber": "S2"});
     let out = helper(
         tmp.path(),
@@ -350,10 +562,12 @@ fn install_writes_both_scripts_and_rewrites_only_what_changed() {
         &["install-windows-files", "--dir", &dir_arg],
     );
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    // A new serial changes attach.ps1, and register-task.ps1, which
+    // carries it.
     assert!(stdout(&out).contains(&format!("wrote {}", attach.display())));
-    assert!(stdout(&out).contains(&format!("unchanged {}", register.display())));
+    assert!(stdout(&out).contains(&format!("wrote {}", register.display())));
     assert!(fs::read_to_string(&attach).unwrap().contains("'S2'"));
-    assert_eq!(before.1, mtime_and_inode(&register));
+    assert_ne!(before.1, mtime_and_inode(&register));
 }
 
 /// A fake Windows under `root`: /mnt-like root with drive c and System32.
@@ -427,7 +641,7 @@ fn install_warns_and_exits_0_when_windows_is_out_of_reach() {
         (
             "unexpanded",
             Some("#!/bin/sh\necho %USERPROFILE%"),
-            "did not print the profile dir",
+            "did not print %USERPROFILE%",
         ),
         // The profile's drive is not mounted where schtasksPath says.
         (
@@ -502,14 +716,24 @@ fn trigger_setup(sb: &mut Sandbox, wait_timeout: u64, windows: Value) -> (String
     (dev.node, cfg)
 }
 
-/// Shell lines for a fake: record args and env, and "attach" the disk half
-/// a second later (the link appears, as udev would make it).
+/// Shell lines for a fake: record args and env; `schtasks /Query` knows no
+/// task (exit 1); anything else "attaches" the disk half a second later
+/// (the link appears, as udev would make it) from outside the fake's
+/// process group, as Windows does the work outside it.
 fn fake_attach_lines(sb: &Sandbox, node: &str) -> String {
     format!(
-        "printf '%s\\n' \"$*\" >> {calls}\necho \"WSL_UTF8=$WSL_UTF8 WSLENV=$WSLENV\" > {env}\n(sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}) >/dev/null 2>&1 &",
+        "printf '%s\\n' \"$*\" >> {calls}\ncase \"$1\" in /Query) exit 1 ;; esac\necho \"WSL_UTF8=$WSL_UTF8 WSLENV=$WSLENV\" > {env}\nsetsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1",
         calls = sb.path("calls").display(),
         env = sb.path("env").display(),
     )
+}
+
+/// The `schtasks /Run` calls only.
+fn runs(sb: &Sandbox) -> Vec<String> {
+    calls(sb)
+        .into_iter()
+        .filter(|c| c.starts_with("/Run"))
+        .collect()
 }
 
 fn calls(sb: &Sandbox) -> Vec<String> {
@@ -565,7 +789,9 @@ fn task_trigger_runs_schtasks_with_utf8_env_and_the_disk_is_mounted() {
     );
     let out = sb.helper(&cfg, &["mount"]);
     assert_mounted(&sb, &out);
-    assert_eq!(calls(&sb), vec!["/Run /TN wsl-storage-mount"]);
+    assert_eq!(runs(&sb), vec!["/Run /TN wsl-storage-mount"]);
+    // The task's last run is read before /Run, to tell the new result.
+    assert_eq!(calls(&sb)[0], "/Query /TN wsl-storage-mount /V /FO CSV /NH");
     let env = fs::read_to_string(sb.path("env")).unwrap();
     assert!(env.starts_with("WSL_UTF8=1 WSLENV="), "{env}");
     assert!(
@@ -656,9 +882,11 @@ fn already_attached_from_the_script_trigger_counts_as_success() {
     );
     let out = sb.helper(&cfg, &["mount"]);
     assert_mounted(&sb, &out);
-    assert_eq!(
-        calls(&sb),
-        vec!["-NoProfile -NonInteractive -ExecutionPolicy Bypass -File C:\\wsl\\attach.ps1"]
+    let calls = calls(&sb);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].starts_with("-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command $p = [Environment]::ExpandEnvironmentVariables('C:\\wsl\\attach.ps1'); if (-not (Test-Path"),
+        "{calls:?}"
     );
     let log = sb.log();
     let line = log

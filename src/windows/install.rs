@@ -1,5 +1,12 @@
-//! `install-windows-files`: copy attach.ps1 and register-task.ps1 to a
+//! `install-windows-files`: stage attach.ps1 and register-task.ps1 in a
 //! Windows directory, by default `%USERPROFILE%\wsl-storage-mount`.
+//!
+//! Only staging: the scheduled task never runs a file from there. A
+//! directory the user can write is within reach of every program the user
+//! runs without elevation, so register-task.ps1 (run elevated) installs
+//! the attach.ps1 embedded in it into `%ProgramData%\wsl-storage-mount`,
+//! which only administrators can change, and the task runs that copy.
+//! Nothing here ever writes that copy; `doctor` says when it is outdated.
 //!
 //! It runs from a systemd service after boot and after every switch, when
 //! Windows may be out of reach (interop off, /mnt/c not mounted): then it
@@ -81,10 +88,17 @@ fn profile_line(output: &str) -> Option<&str> {
     })
 }
 
-/// The user's profile dir as a Linux path, through interop:
-/// `cmd.exe /c echo %USERPROFILE%`, then converted under the automount root
-/// that `windows.schtasksPath` shows (or by `wslpath -u` when it shows none).
+/// The user's profile dir as a Linux path (see `windows_dir`).
 pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
+    windows_dir(cfg, "%USERPROFILE%").map(|(_, linux)| linux)
+}
+
+/// A directory Windows names by an environment variable (`%USERPROFILE%`,
+/// `%ProgramData%`), as its Windows path and as a Linux path, through
+/// interop: `cmd.exe /c echo %VAR%`, then converted under the automount
+/// root that `windows.schtasksPath` shows (or by `wslpath -u` when it
+/// shows none).
+pub fn windows_dir(cfg: &Config, variable: &str) -> Result<(String, PathBuf), String> {
     let schtasks = Path::new(&cfg.windows.schtasks_path);
     let layout = windows_layout(schtasks);
     let system32 = layout.as_ref().map_or_else(
@@ -92,7 +106,7 @@ pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
         |(_, s)| s.clone(),
     );
     let cmd = system32.join("cmd.exe");
-    let args: Vec<String> = ["/d", "/c", "echo", "%USERPROFILE%"]
+    let args: Vec<String> = ["/d", "/c", "echo", variable]
         .into_iter()
         .map(String::from)
         .collect();
@@ -112,7 +126,7 @@ pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
     };
     let Some(windows) = profile_line(&output) else {
         return Err(format!(
-            "{} did not print the profile dir (output: {:?})",
+            "{} did not print {variable} (output: {:?})",
             cmd.display(),
             output.trim()
         ));
@@ -132,11 +146,11 @@ pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
     };
     if !linux.is_dir() {
         return Err(format!(
-            "the profile dir {windows} is not at {} (is its drive mounted?)",
+            "{variable} ({windows}) is not at {} (is its drive mounted?)",
             linux.display()
         ));
     }
-    Ok(linux)
+    Ok((windows.to_string(), linux))
 }
 
 /// Create `dir` itself when missing, but never its parents: a missing
@@ -200,7 +214,7 @@ pub fn run(cfg: &Config, dir: Option<&Path>) -> Result<Exit> {
             format!("<{} as a Windows path>", dir.join(REGISTER_FILE).display())
         });
         println!(
-            "next (once, and again when the task name or script path changes), in an elevated PowerShell:\n  powershell.exe -NoProfile -ExecutionPolicy Bypass -File {script}"
+            "next (once, and again whenever attach.ps1 changed: it installs it for the task), in an elevated PowerShell:\n  powershell.exe -NoProfile -ExecutionPolicy Bypass -File {script}"
         );
     }
     Ok(Exit::Success)

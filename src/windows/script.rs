@@ -19,10 +19,6 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, WindowsConfig};
 use crate::exit::{fail, Exit};
 
-/// The directory register-task.ps1 installs attach.ps1 in, under
-/// %ProgramData% (administrators and SYSTEM full control, users read).
-#[allow(dead_code)] // used by doctor (next commit)
-pub const INSTALL_DIR: &str = r"%ProgramData%\wsl-storage-mount";
 /// The attach transcript when `windows.logPath` is not set: beside the
 /// installed script, where no program without elevation can change it.
 /// Expanded on the Windows side.
