@@ -54,9 +54,14 @@ fn healthy(sb: &mut Sandbox) -> Setup {
     let nix_store = sb.path("bin/nix-store");
     sb.fake_exe(&nix_store, &format!("printf '%s\\n' {}", CLOSURE.join(" ")));
 
-    // Windows: the task exists.
-    let schtasks = sb.path("win/schtasks.exe");
+    // Windows: the task exists, and the attach.ps1 it runs is installed
+    // (written below, once the config exists).
+    let schtasks = schtasks_path(sb);
     fake_schtasks(sb, 0);
+    sb.fake_exe(
+        &schtasks.with_file_name("cmd.exe"),
+        "case \"$4\" in %ProgramData%) printf 'C:\\\\ProgramData\\r\\n' ;; *) exit 1 ;; esac",
+    );
 
     // udev answers; systemd knows nix-daemon, active, after the marker.
     let fake_bin = sb.path("fakebin");
@@ -87,6 +92,10 @@ fn healthy(sb: &mut Sandbox) -> Setup {
             },
         }),
     );
+    let attach = sb.helper(&cfg, &["windows-script"]);
+    let installed = sb.path("win/c/ProgramData/wsl-storage-mount/attach.ps1");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::write(&installed, &attach.stdout).unwrap();
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     // What nix.mount and nix-mount-marker.service do.
@@ -110,7 +119,13 @@ fn fake_schtasks(sb: &Sandbox, query_exit: i32) {
     } else {
         format!("echo \"$*\" >> \"$0.calls\"\necho 'ERROR: The system cannot find the file specified.'\nexit {query_exit}")
     };
-    sb.fake_exe(&sb.path("win/schtasks.exe"), &body);
+    sb.fake_exe(&schtasks_path(sb), &body);
+}
+
+/// schtasks.exe in a fake Windows drive (as /mnt/c/Windows/System32), so
+/// that doctor finds cmd.exe beside it and %ProgramData% under the drive.
+fn schtasks_path(sb: &Sandbox) -> PathBuf {
+    sb.path("win/c/Windows/System32/schtasks.exe")
 }
 
 /// systemctl show for nix-daemon.service and .socket, both active, both
@@ -209,6 +224,7 @@ fn a_healthy_setup_is_all_ok() {
             "dev-disk",
             "interop",
             "windows-task",
+            "windows-installed-script",
             "mount",
             "instance-dir:nixos-wsl-dev",
             "instance-dir:nixos-wsl-main",
@@ -237,7 +253,7 @@ fn a_healthy_setup_is_all_ok() {
         .any(|l| l.as_str().unwrap().contains("mount: mounted")));
     assert_eq!(report["status"]["ok"], true);
     // What was asked of Windows and systemd.
-    let calls = std::fs::read_to_string(sb.path("win/schtasks.exe.calls")).unwrap();
+    let calls = std::fs::read_to_string(schtasks_path(&sb).with_extension("exe.calls")).unwrap();
     assert_eq!(calls, "/Query /TN wsl-storage-mount\n");
     let calls = std::fs::read_to_string(sb.path("fakebin/systemctl.calls")).unwrap();
     assert_eq!(
@@ -404,7 +420,7 @@ fn a_missing_task_and_a_daemon_not_ordered_after_the_marker_fail() {
 fn interop_that_cannot_run_is_a_failure_naming_the_path() {
     let Some(mut sb) = Sandbox::new() else { return };
     let s = healthy(&mut sb);
-    std::fs::remove_file(sb.path("win/schtasks.exe")).unwrap();
+    std::fs::remove_file(schtasks_path(&sb)).unwrap();
     let (code, report) = run_doctor(&sb, &s);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(
@@ -413,10 +429,10 @@ fn interop_that_cannot_run_is_a_failure_naming_the_path() {
         "{report:#}"
     );
     let interop = check(&report, "interop");
-    assert!(interop["message"].as_str().unwrap().contains(&format!(
-        "{} does not exist",
-        sb.path("win/schtasks.exe").display()
-    )));
+    assert!(interop["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{} does not exist", schtasks_path(&sb).display())));
     assert!(interop["fix"]
         .as_str()
         .unwrap()

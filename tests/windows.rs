@@ -1005,3 +1005,208 @@ fn a_missing_or_unexecutable_trigger_is_retried_and_named_when_the_disk_never_co
         assert!(err.contains("device not found after 7 s"), "{what}: {err}");
     }
 }
+
+/// `schtasks /Run` exit 0 only means "started". The task's attach.ps1
+/// fails the first time (exit 1, disk not found): its result is read
+/// from `schtasks /Query /V /FO CSV /NH`, logged with its meaning, and the
+/// next miss starts the task again, which attaches the disk. The task
+/// name is spelt as everywhere else (`\WSL\attach storage`).
+#[test]
+fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let schtasks = sb.path("win/schtasks.exe");
+    let (node, cfg) = trigger_setup(
+        &mut sb,
+        30,
+        json!({"trigger": "task", "taskName": "WSL\\attach storage",
+               "schtasksPath": schtasks.display().to_string(), "triggerTimeout": 10}),
+    );
+    // Before any run: "has not run yet"; after the first: exit 1 at a new
+    // last run time; after the second: exit 0, and the disk appears.
+    let row = |time: &str, result: &str| {
+        format!("printf '%s\\r\\n' '\"PC\",\"\\WSL\\attach storage\",\"N/A\",\"Bereit\",\"Nur interaktiv\",\"{time}\",\"{result}\",\"PC\\me\"'")
+    };
+    sb.fake_exe(
+        &schtasks,
+        &format!(
+            "printf '%s\\n' \"$*\" >> {calls}\nruns=$(grep -c '^/Run' {calls})\ncase \"$1\" in\n/Query)\n  case \"$runs\" in\n    0) {never} ;;\n    1) {failed} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'ERFOLGREICH: Die geplante Aufgabe wurde gestartet.'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
+            calls = sb.path("calls").display(),
+            never = row("N/A", "267011"),
+            failed = row("25.11.2026 07:00:01", "1"),
+            ok = row("25.11.2026 07:00:09", "0"),
+        ),
+    );
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_mounted(&sb, &out);
+    assert_eq!(
+        runs(&sb),
+        vec![
+            "/Run /TN \\WSL\\attach storage",
+            "/Run /TN \\WSL\\attach storage"
+        ]
+    );
+    assert!(calls(&sb).contains(&"/Query /TN \\WSL\\attach storage /V /FO CSV /NH".to_string()));
+    let log = sb.log();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("Windows trigger attempt 1: task result:"))
+        .unwrap_or_else(|| panic!("no task result for attempt 1:\n{log}"));
+    assert!(failed.contains(" WARN "), "{failed}");
+    assert!(
+        failed.contains("attach.ps1 exited 1: no disk, or more than one, has diskSerialNumber"),
+        "{failed}"
+    );
+    assert!(failed.contains("the next miss starts it again"), "{failed}");
+    // "started" is not logged as a failure.
+    assert!(
+        log.contains("INFO  Windows trigger attempt 1: exited with 0: ERFOLGREICH"),
+        "{log}"
+    );
+}
+
+/// A trigger program that exits but leaves a child holding its output
+/// pipe: the attempt ends when the program does (the child's process group
+/// is killed), not when the child closes the pipe 100 s later.
+#[test]
+fn a_trigger_whose_child_holds_its_output_does_not_hold_up_the_helper() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let schtasks = sb.path("win/schtasks.exe");
+    let (node, cfg) = trigger_setup(
+        &mut sb,
+        60,
+        json!({"trigger": "task", "taskName": "wsl-storage-mount",
+               "schtasksPath": schtasks.display().to_string(),
+               "triggerTimeout": 3, "triggerAttempts": 1}),
+    );
+    let pids = sb.path("pids");
+    sb.fake_exe(
+        &schtasks,
+        &format!(
+            "case \"$1\" in /Query) exit 1 ;; esac\nsleep 100 &\necho $! > {pids}\necho 'SUCCESS: Attempted to run the scheduled task.'\nexit 0",
+            pids = pids.display()
+        ),
+    );
+    let idx = sb.spawn_helper(&cfg, &["mount"]);
+    // Within the wait (60 s), long before the child lets go (100 s).
+    wait_for_log(&sb, "Windows trigger attempt 1: exited with 0: SUCCESS");
+    wait_for_log(&sb, "Windows trigger attempt 1: task result: cannot read");
+    sb.link(&format!("/dev/disk/by-id/{BY_ID_NAME}"), &node);
+    let out = sb.wait_helper(idx);
+    assert_mounted(&sb, &out);
+    let pid = fs::read_to_string(&pids).unwrap();
+    let stat = fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+    assert!(
+        stat.is_empty() || state == Some('Z'),
+        "the trigger's child {pid} still runs: {stat}"
+    );
+}
+
+/// doctor reads the attach.ps1 the task runs (%ProgramData%\wsl-storage-mount,
+/// found through cmd.exe and the automount path of windows.schtasksPath)
+/// and compares its SHA-256 with what the config generates.
+#[test]
+fn doctor_compares_the_installed_attach_script_by_hash() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (schtasks, mnt) = fake_windows(
+        sb.dir.path(),
+        Some("case \"$4\" in %ProgramData%) printf 'C:\\\\ProgramData\\r\\n' ;; *) printf 'C:\\\\Users\\\\me\\r\\n' ;; esac"),
+    );
+    sb.fake_exe(&schtasks, "exit 0");
+    let installed_dir = mnt.join("c/ProgramData/wsl-storage-mount");
+    fs::create_dir_all(&installed_dir).unwrap();
+    let installed = installed_dir.join("attach.ps1");
+    let cfg_value = json!({
+        "fsUuid": UUID,
+        "mountPoint": sb.path("storage").display().to_string(),
+        "diskSerialNumber": "S6Z2NJ0TC14842T",
+        "windows": {"trigger": "task", "taskName": "wsl-storage-mount",
+                    "schtasksPath": schtasks.display().to_string(), "triggerTimeout": 5},
+    });
+    let cfg = sb.config("config.json", cfg_value.clone());
+    let doctor = |sb: &Sandbox| -> Value {
+        let out = sb.helper(&cfg, &["doctor", "--json"]);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "windows-installed-script")
+            .unwrap_or_else(|| panic!("no windows-installed-script check: {report:#}"))
+            .clone()
+    };
+    let generated = stdout(&helper(
+        sb.dir.path(),
+        cfg_value.clone(),
+        &["windows-script"],
+    ));
+    let sha = |text: &str| {
+        fs::write(sb.path("hash-me"), text).unwrap();
+        let out = Command::new("sha256sum")
+            .arg(sb.path("hash-me"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_ascii_uppercase()
+    };
+
+    // Not installed: the task has nothing to run.
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "fail", "{check}");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains("C:\\ProgramData\\wsl-storage-mount\\attach.ps1"),
+        "{check}"
+    );
+    assert!(
+        check["fix"].as_str().unwrap().contains("register-task.ps1"),
+        "{check}"
+    );
+
+    // Installed as generated.
+    fs::write(&installed, &generated).unwrap();
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "ok", "{check}");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains(&sha(&generated)),
+        "{check}"
+    );
+
+    // An older copy (another serial): named by both hashes, with the command.
+    let old = generated.replace("S6Z2NJ0TC14842T", "S6Z2NJ0TC00000X");
+    fs::write(&installed, &old).unwrap();
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "warn", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains(&sha(&old)) && message.contains(&sha(&generated)),
+        "{check}"
+    );
+    assert!(
+        check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("-File $env:USERPROFILE\\wsl-storage-mount\\register-task.ps1"),
+        "{check}"
+    );
+
+    // A link in the copy's place is not followed.
+    fs::remove_file(&installed).unwrap();
+    fs::write(sb.path("elsewhere.ps1"), &generated).unwrap();
+    std::os::unix::fs::symlink(sb.path("elsewhere.ps1"), &installed).unwrap();
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "fail", "{check}");
+    assert!(
+        check["message"].as_str().unwrap().contains("cannot read"),
+        "{check}"
+    );
+}
