@@ -513,7 +513,7 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
                 "attach script {} exists; but the \"script\" trigger can attach only when WSL itself was started elevated",
                 win.script_path.as_deref().unwrap_or("")
             ),
-            "use windows.trigger = \"task\" with the elevated task from register-task.ps1",
+            "use windows.trigger = \"task\" with the elevated task from register-task.ps1; if you keep the script trigger, WSL runs windows.scriptPath elevated, so keep it where only administrators can write: the copy register-task.ps1 installs, %ProgramData%\\wsl-storage-mount\\attach.ps1",
         ),
         _ => checks.fail(
             id,
