@@ -22,7 +22,7 @@ use crate::config::{Config, Trigger};
 use crate::exit::Exit;
 use crate::status::{self, Status};
 use crate::store;
-use crate::windows::trigger::{run_program, TriggerOutcome};
+use crate::windows::trigger::{self, run_program, TaskVerdict, TriggerOutcome};
 use crate::windows::{install, script};
 
 /// The marker unit of the NixOS module, which nix-daemon is ordered after.
@@ -427,11 +427,19 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
         Trigger::Task => (
             &win.schtasks_path,
             "windows.schtasksPath",
-            vec![
-                "/Query".to_string(),
-                "/TN".to_string(),
-                script::task_name(&cfg.windows),
-            ],
+            // The verbose CSV also tells the last result (see
+            // trigger::parse_task_query for how it is read).
+            [
+                "/Query",
+                "/TN",
+                &script::task_name(&cfg.windows),
+                "/V",
+                "/FO",
+                "CSV",
+                "/NH",
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
         Trigger::Script => {
             let path = win.script_path.clone().unwrap_or_default();
@@ -495,10 +503,30 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
         .to_string();
     let code_text = code.map_or("a signal".to_string(), |c| c.to_string());
     match win.trigger {
-        Trigger::Task if code == Some(0) => checks.ok(
-            id,
-            format!("scheduled task \"{}\" exists", script::task_name(&cfg.windows)),
-        ),
+        Trigger::Task if code == Some(0) => {
+            let name = script::task_name(&cfg.windows);
+            match trigger::parse_task_query(&output, &name)
+                .map(|run| (run.last_run, trigger::describe_task_result(run.last_result)))
+            {
+                Some((when, (TaskVerdict::Failed, what))) => checks.warn(
+                    id,
+                    format!("scheduled task \"{name}\" exists; its last run ({when}): {what}"),
+                    format!(
+                        "read its transcript ({}), fix what it names, then run it again: `{} /Run /TN \"{name}\"`",
+                        win.log_path.as_deref().unwrap_or(script::DEFAULT_LOG_PATH),
+                        win.schtasks_path
+                    ),
+                ),
+                Some((when, (_, what))) => checks.ok(
+                    id,
+                    format!("scheduled task \"{name}\" exists; its last run ({when}): {what}"),
+                ),
+                None => checks.ok(
+                    id,
+                    format!("scheduled task \"{name}\" exists (its last result could not be read)"),
+                ),
+            }
+        }
         Trigger::Task => checks.fail(
             id,
             format!(

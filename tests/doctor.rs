@@ -112,10 +112,17 @@ fn healthy(sb: &mut Sandbox) -> Setup {
     }
 }
 
-/// schtasks.exe: `/Query` exits with `query_exit` (0: the task exists).
+/// schtasks.exe: `/Query` exits with `query_exit` (0: the task exists,
+/// and its last run ended with exit 0).
 fn fake_schtasks(sb: &Sandbox, query_exit: i32) {
+    fake_schtasks_with_result(sb, query_exit, 0);
+}
+
+/// ... and the task's last run ended with `last_result`, as the verbose CSV
+/// (`/V /FO CSV /NH`) says it.
+fn fake_schtasks_with_result(sb: &Sandbox, query_exit: i32, last_result: i64) {
     let body = if query_exit == 0 {
-        "echo \"$*\" >> \"$0.calls\"\ncase \"$1\" in /Query) printf 'TaskName                                 Next Run Time          Status\\r\\n===\\r\\nwsl-storage-mount                        N/A                    Ready\\r\\n' ;; esac\nexit 0".to_string()
+        format!("echo \"$*\" >> \"$0.calls\"\ncase \"$1\" in /Query) printf '%s\\r\\n' '\"PC\",\"\\wsl-storage-mount\",\"N/A\",\"Ready\",\"Interactive only\",\"11/25/2026 7:00:01 AM\",\"{last_result}\",\"PC\\me\"' ;; esac\nexit 0")
     } else {
         format!("echo \"$*\" >> \"$0.calls\"\necho 'ERROR: The system cannot find the file specified.'\nexit {query_exit}")
     };
@@ -254,7 +261,7 @@ fn a_healthy_setup_is_all_ok() {
     assert_eq!(report["status"]["ok"], true);
     // What was asked of Windows and systemd.
     let calls = std::fs::read_to_string(schtasks_path(&sb).with_extension("exe.calls")).unwrap();
-    assert_eq!(calls, "/Query /TN wsl-storage-mount\n");
+    assert_eq!(calls, "/Query /TN wsl-storage-mount /V /FO CSV /NH\n");
     let calls = std::fs::read_to_string(sb.path("fakebin/systemctl.calls")).unwrap();
     assert_eq!(
         calls,
@@ -414,6 +421,44 @@ fn a_missing_task_and_a_daemon_not_ordered_after_the_marker_fail() {
     assert!(daemon["message"].as_str().unwrap().contains(
         "nix-daemon.service and nix-daemon.socket not ordered after nix-mount-marker.service"
     ));
+}
+
+/// The task exists but its last run failed (attach.ps1 exit 1: no disk
+/// with the serial): a warning that says so, with the transcript and the
+/// command to run it again.
+#[test]
+fn a_task_whose_last_run_failed_is_a_warning_with_its_meaning() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let s = healthy(&mut sb);
+    fake_schtasks_with_result(&sb, 0, 1);
+    let (code, report) = run_doctor(&sb, &s);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(not_ok(&report), ["windows-task=warn"], "{report:#}");
+    let task = check(&report, "windows-task");
+    let message = task["message"].as_str().unwrap();
+    assert!(
+        message.contains("its last run (11/25/2026 7:00:01 AM): attach.ps1 exited 1: no disk, or more than one, has diskSerialNumber"),
+        "{message}"
+    );
+    let fix = task["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("%ProgramData%\\wsl-storage-mount\\attach.log"),
+        "{fix}"
+    );
+    assert!(
+        commands(&task["fix"])
+            .iter()
+            .any(|c| c.ends_with("schtasks.exe /Run /TN \"wsl-storage-mount\"")),
+        "{fix}"
+    );
+    // Still running is no warning.
+    fake_schtasks_with_result(&sb, 0, 0x41301);
+    let (_, report) = run_doctor(&sb, &s);
+    assert_eq!(not_ok(&report), Vec::<String>::new(), "{report:#}");
+    assert!(check(&report, "windows-task")["message"]
+        .as_str()
+        .unwrap()
+        .contains("still running (0x41301)"));
 }
 
 #[test]
