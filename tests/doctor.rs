@@ -10,14 +10,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{output_text, Sandbox};
+use common::{nixstore, output_text, Sandbox};
 use serde_json::{json, Value};
 
 const BY_ID_NAME: &str = "nvme-Samsung_SSD_990_PRO_4TB_FAKE0001";
-const CLOSURE: &[&str] = &[
-    "/nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-glibc-2.40",
-    "/nix/store/3a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-nixos-system-main",
-];
 
 struct Setup {
     cfg: PathBuf,
@@ -25,6 +21,8 @@ struct Setup {
     uuid: String,
     mp: String,
     nix: String,
+    /// The stand-in VHDX root, booting the same system.
+    root: String,
     /// Prepended to PATH: the fake udevadm and systemctl.
     fake_bin: PathBuf,
 }
@@ -40,19 +38,15 @@ fn healthy(sb: &mut Sandbox) -> Setup {
     let mp = sb.path("storage").display().to_string();
     let nix = sb.path("nix").display().to_string();
 
-    // A store holding the (fake) booted closure.
-    let mut script = format!(
-        "mkdir -p {mp} {nix} && mount {node} {mp} && mkdir -p {mp}/nixos-wsl-main/store {mp}/nixos-wsl-main/var/nix/db",
-        node = dev.node
-    );
-    for path in CLOSURE {
-        let name = path.trim_start_matches("/nix/store/");
-        script.push_str(&format!(" && mkdir {mp}/nixos-wsl-main/store/{name}"));
-    }
-    script.push_str(&format!(" && umount {mp}"));
-    sb.sh_ok(&script);
-    let nix_store = sb.path("bin/nix-store");
-    sb.fake_exe(&nix_store, &format!("printf '%s\\n' {}", CLOSURE.join(" ")));
+    // A real Nix store holding the booted (toy) system.
+    let system = nixstore::toy_system(1, 4, "-doctor");
+    sb.sh_ok(&format!("mkdir -p {mp} {nix} && mount {} {mp}", dev.node));
+    nixstore::disk_store(sb, &format!("{mp}/nixos-wsl-main"), &[&system]);
+    sb.sh_ok(&format!("umount {mp}"));
+    nixstore::boot(sb, &system);
+    let root = sb.path("vhdx").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {root}"));
+    nixstore::vhdx_root(sb, &root, &system);
 
     // Windows: the task exists, and the attach.ps1 it runs is installed
     // (written below, once the config exists).
@@ -82,7 +76,6 @@ fn healthy(sb: &mut Sandbox) -> Setup {
             },
             "bindMountNixStore": true,
             "nixStoreSubdir": "nixos-wsl-main",
-            "nixStoreCommand": nix_store.display().to_string(),
             "bindTarget": nix,
             "diskSerialNumber": "E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4.",
             "windows": {
@@ -108,6 +101,7 @@ fn healthy(sb: &mut Sandbox) -> Setup {
         uuid,
         mp,
         nix,
+        root,
         fake_bin,
     }
 }
@@ -153,9 +147,9 @@ fn doctor(sb: &Sandbox, s: &Setup, json: bool) -> Output {
         std::env::var("PATH").unwrap_or_default()
     );
     let args: &[&str] = if json {
-        &["doctor", "--json"]
+        &["--boot-root", &s.root, "doctor", "--json"]
     } else {
-        &["doctor"]
+        &["--boot-root", &s.root, "doctor"]
     };
     sb.helper_cmd(&s.cfg, args)
         .env("PATH", path)
@@ -209,7 +203,9 @@ fn commands(fix: &Value) -> Vec<String> {
 
 #[test]
 fn a_healthy_setup_is_all_ok() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     let (code, report) = run_doctor(&sb, &s);
     assert_eq!(not_ok(&report), Vec::<String>::new(), "{report:#}");
@@ -237,6 +233,7 @@ fn a_healthy_setup_is_all_ok() {
             "instance-dir:nixos-wsl-main",
             "bind",
             "marker",
+            "boot-generation",
             "nix-daemon",
             "last-run",
             "log",
@@ -280,7 +277,9 @@ fn a_healthy_setup_is_all_ok() {
 
 #[test]
 fn wrong_mount_options_are_a_failure_and_the_fix_command_repairs_them() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     sb.sh_ok(&format!("mount -o remount,dev {}", s.mp));
     let (code, report) = run_doctor(&sb, &s);
@@ -300,7 +299,9 @@ fn wrong_mount_options_are_a_failure_and_the_fix_command_repairs_them() {
 
 #[test]
 fn an_instance_dir_with_the_wrong_mode_is_a_failure_and_the_fix_command_repairs_it() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     let dir = format!("{}/nixos-wsl-dev", s.mp);
     sb.sh_ok(&format!("chmod 0777 {dir} && chown 0:0 {dir}"));
@@ -327,7 +328,9 @@ fn an_instance_dir_with_the_wrong_mode_is_a_failure_and_the_fix_command_repairs_
 
 #[test]
 fn an_absent_by_id_link_with_the_disk_present_lists_the_names_that_exist() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     // Inside WSL the bare-attached disk is a SCSI disk: udev names it
     // scsi-..., and the nvme-... name from Windows does not exist.
@@ -361,9 +364,11 @@ fn an_absent_by_id_link_with_the_disk_present_lists_the_names_that_exist() {
 
 #[test]
 fn nothing_mounted_fails_mount_bind_and_marker_with_their_fixes() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
-    sb.sh_ok(&format!("umount {} && umount {}", s.nix, s.mp));
+    sb.sh_ok(&format!("umount -R {} && umount {}", s.nix, s.mp));
     let (code, report) = run_doctor(&sb, &s);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(
@@ -400,7 +405,9 @@ fn nothing_mounted_fails_mount_bind_and_marker_with_their_fixes() {
 
 #[test]
 fn a_missing_task_and_a_daemon_not_ordered_after_the_marker_fail() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     fake_schtasks(&sb, 1);
     fake_systemctl(&sb, "network.target");
@@ -463,7 +470,9 @@ fn a_task_whose_last_run_failed_is_a_warning_with_its_meaning() {
 
 #[test]
 fn interop_that_cannot_run_is_a_failure_naming_the_path() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     std::fs::remove_file(schtasks_path(&sb)).unwrap();
     let (code, report) = run_doctor(&sb, &s);
