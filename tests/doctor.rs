@@ -269,7 +269,7 @@ fn a_healthy_setup_is_all_ok() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("doctor: 16 ok, 0 warning(s), 0 failed, 0 skipped"),
+        text.contains("doctor: 17 ok, 0 warning(s), 0 failed, 0 skipped"),
         "{text}"
     );
     assert!(!text.contains("fix:"), "{text}");
