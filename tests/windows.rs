@@ -570,6 +570,31 @@ fn install_writes_both_scripts_and_rewrites_only_what_changed() {
     assert_ne!(before.1, mtime_and_inode(&register));
 }
 
+/// install-windows-files only stages: it refuses to write into the
+/// directory whose attach.ps1 the elevated task runs, also through a link.
+#[test]
+fn install_never_writes_the_file_the_task_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task_dir = tmp.path().join("c/ProgramData/wsl-storage-mount");
+    fs::create_dir_all(&task_dir).unwrap();
+    let link = tmp.path().join("staging");
+    std::os::unix::fs::symlink(&task_dir, &link).unwrap();
+    for dir in [&task_dir, &link] {
+        let out = helper(
+            tmp.path(),
+            json!({"fsUuid": UUID, "diskSerialNumber": "S1"}),
+            &["install-windows-files", "--dir", &dir.display().to_string()],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+        assert!(
+            stderr(&out).contains("only register-task.ps1, run elevated, writes there"),
+            "{}",
+            output_text(&out)
+        );
+        assert_eq!(fs::read_dir(&task_dir).unwrap().count(), 0);
+    }
+}
+
 /// A fake Windows under `root`: /mnt-like root with drive c and System32.
 fn fake_windows(root: &Path, cmd_body: Option<&str>) -> (PathBuf, PathBuf) {
     let system32 = root.join("mnt/c/Windows/System32");

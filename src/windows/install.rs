@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::exit::Exit;
+use crate::exit::{fail, Exit};
 use crate::state;
 use crate::windows::script::{self, ATTACH_FILE, INSTALL_SUBDIR, REGISTER_FILE};
 use crate::windows::trigger::{run_program, TriggerOutcome};
@@ -153,6 +153,18 @@ pub fn windows_dir(cfg: &Config, variable: &str) -> Result<(String, PathBuf), St
     Ok((windows.to_string(), linux))
 }
 
+/// `.../ProgramData/wsl-storage-mount` (any case): the directory whose
+/// attach.ps1 the task runs.
+fn is_task_dir(dir: &Path) -> bool {
+    let mut names = dir
+        .components()
+        .rev()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .map(|c| c.as_os_str().to_string_lossy().to_ascii_lowercase());
+    names.next().as_deref() == Some(INSTALL_SUBDIR)
+        && names.next().as_deref() == Some("programdata")
+}
+
 /// Create `dir` itself when missing, but never its parents: a missing
 /// parent means a drive that is not mounted, and creating it would put
 /// Windows' files on the Linux disk.
@@ -174,6 +186,15 @@ pub fn run(cfg: &Config, dir: Option<&Path>) -> Result<Exit> {
     // How to name register-task.ps1 in PowerShell, for the closing hint.
     let mut in_powershell = None;
     let dir = match dir {
+        Some(d) if is_task_dir(d) || fs::canonicalize(d).is_ok_and(|real| is_task_dir(&real)) => {
+            return Err(fail(
+                Exit::Config,
+                format!(
+                    "--dir {}: that is where register-task.ps1 installs the attach.ps1 the elevated task runs; only register-task.ps1, run elevated, writes there. Stage the files elsewhere (the default, %USERPROFILE%\\{INSTALL_SUBDIR}, or another --dir) and run register-task.ps1",
+                    d.display()
+                ),
+            ));
+        }
         Some(d) => d.to_path_buf(),
         None => match profile_dir(cfg) {
             Ok(profile) => {
@@ -250,6 +271,18 @@ mod tests {
         let out = "C:\\Users\\me\n'\\\\wsl.localhost\\NixOS\\root'\nCMD.EXE was started with the above path as the current directory.\n";
         assert_eq!(profile_line(out), Some("C:\\Users\\me"));
         assert_eq!(profile_line("%USERPROFILE%\n"), None);
+    }
+
+    #[test]
+    fn the_task_dir_is_recognised() {
+        assert!(is_task_dir(Path::new(
+            "/mnt/c/ProgramData/wsl-storage-mount"
+        )));
+        assert!(is_task_dir(Path::new(
+            "/mnt/c/programdata/WSL-Storage-Mount/"
+        )));
+        assert!(!is_task_dir(Path::new("/mnt/c/Users/me/wsl-storage-mount")));
+        assert!(!is_task_dir(Path::new("wsl-storage-mount")));
     }
 
     #[test]
