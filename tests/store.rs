@@ -18,6 +18,10 @@ fn setup(sb: &mut Sandbox, extra: serde_json::Value) -> (std::path::PathBuf, Str
     nixstore::disk_store(sb, &format!("{mp}/nixos-wsl-main"), &[&system]);
     sb.sh_ok(&format!("umount {mp}"));
     nixstore::boot(sb, &system);
+    // The stand-in VHDX root boots the same system (status compares them).
+    let root = sb.path("vhdx").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {root}"));
+    nixstore::vhdx_root(sb, &root, &system);
     let mut cfg = json!({
         "deviceId": "nvme-FAKE_NVMe_0001",
         "fsUuid": uuid,
@@ -118,7 +122,15 @@ fn the_whole_closure_gets_the_stamp_and_mark_writes_the_marker_only_on_the_bind(
         .sh_ok(&format!("cat {mp}/nixos-wsl-main/.mounted"))
         .contains("is the bind of"));
 
-    let status = sb.helper(&cfg, &["status", "--json"]);
+    let status = sb.helper(
+        &cfg,
+        &[
+            "--boot-root",
+            &sb.path("vhdx").display().to_string(),
+            "status",
+            "--json",
+        ],
+    );
     assert_eq!(status.status.code(), Some(0), "{}", output_text(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["bind"]["isBind"], true);
@@ -126,11 +138,18 @@ fn the_whole_closure_gets_the_stamp_and_mark_writes_the_marker_only_on_the_bind(
 
     // A bind of another directory is not the bind.
     sb.sh_ok(&format!(
-        "umount {nix} && mkdir -p {mp}/other && mount --bind {mp}/other {nix}"
+        "umount -R {nix} && mkdir -p {mp}/other && mount --bind {mp}/other {nix}"
     ));
     let out = sb.helper(&cfg, &["mark"]);
     assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
-    let status = sb.helper(&cfg, &["status"]);
+    let status = sb.helper(
+        &cfg,
+        &[
+            "--boot-root",
+            &sb.path("vhdx").display().to_string(),
+            "status",
+        ],
+    );
     assert_eq!(status.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&status.stdout).contains("is NOT the bind of"));
 }

@@ -12,6 +12,7 @@
 //! - every path of that closure, read from the same database, exists
 //!   under `store/`.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -111,6 +112,13 @@ fn closure_present(dir: &Path, system: &str) -> Result<Option<usize>> {
         return Ok(None);
     }
     let closure = db.closure([system])?;
+    // One read of the store directory instead of an lstat per path: the
+    // same answer (the entry exists), a fraction of the syscalls.
+    let store = dir.join("store");
+    let present: HashSet<std::ffi::OsString> = fs::read_dir(&store)
+        .map_err(|e| unsafe_store(format!("reading {}: {e}", store.display())))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
     let mut missing = Vec::new();
     for path in &closure {
         let Some(name) = nixdb::store_name(path) else {
@@ -119,7 +127,7 @@ fn closure_present(dir: &Path, system: &str) -> Result<Option<usize>> {
                 db.path().display()
             )));
         };
-        if fs::symlink_metadata(dir.join("store").join(name)).is_err() {
+        if !present.contains(std::ffi::OsStr::new(name)) {
             missing.push(path.as_str());
         }
     }
