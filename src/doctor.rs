@@ -158,8 +158,8 @@ pub fn diagnose(config_path: &Path, boot_root: &Path) -> Report {
     check_links(&mut checks, &cfg, &st);
     check_udev(&mut checks, links_needed);
     check_dev_disk(&mut checks, links_needed);
-    check_windows(&mut checks, &cfg);
-    check_installed_script(&mut checks, &cfg);
+    let task_run = check_windows(&mut checks, &cfg);
+    check_installed_script(&mut checks, &cfg, task_run.as_ref());
     check_mount(&mut checks, &cfg, &st);
     check_instance_dirs(&mut checks, &cfg, &st);
     check_bind(&mut checks, &cfg, &st);
@@ -414,7 +414,7 @@ fn check_dev_disk(checks: &mut Checks, links_needed: bool) {
 
 /// Interop and the Windows side: the configured executable runs, and the
 /// task exists (trigger "task") or the script is there (trigger "script").
-fn check_windows(checks: &mut Checks, cfg: &Config) {
+fn check_windows(checks: &mut Checks, cfg: &Config) -> Option<trigger::TaskRun> {
     let win = &cfg.windows;
     let (program, key, args) = match win.trigger {
         Trigger::None => {
@@ -423,7 +423,7 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
                 "windows.trigger is \"none\": the boot does not start anything on Windows",
             );
             checks.skip("windows-task", "windows.trigger is \"none\"");
-            return;
+            return None;
         }
         Trigger::Task => (
             &win.schtasks_path,
@@ -487,12 +487,12 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
                 format!("interop may still be starting; run doctor again in a minute, else {interop_fix}"),
             );
             checks.skip(id, "interop did not answer");
-            return;
+            return None;
         }
         other => {
             checks.fail("interop", format!("{key} {}", other.summary()), interop_fix);
             checks.skip(id, "interop is not usable");
-            return;
+            return None;
         }
     };
     checks.ok("interop", format!("{program} runs"));
@@ -503,10 +503,13 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
         .unwrap_or("")
         .to_string();
     let code_text = code.map_or("a signal".to_string(), |c| c.to_string());
+    let mut task_run = None;
     match win.trigger {
         Trigger::Task if code == Some(0) => {
             let name = script::task_name(&cfg.windows);
-            match trigger::parse_task_query(&output, &name)
+            task_run = trigger::parse_task_query(&output, &name);
+            match task_run
+                .clone()
                 .map(|run| (run.last_run, trigger::describe_task_result(run.last_result)))
             {
                 Some((when, (TaskVerdict::Failed, what))) => checks.warn(
@@ -553,13 +556,14 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
             "copy it there: `sudo wsl-storage-mount install-windows-files --dir <that dir as a Linux path>`, or fix windows.scriptPath",
         ),
     }
+    task_run
 }
 
 /// The attach.ps1 the task runs is the copy register-task.ps1 installed in
 /// %ProgramData%\wsl-storage-mount (read here through the automount path
 /// that windows.schtasksPath shows): it must be what this config generates,
 /// or the task attaches with old settings. Compared by SHA-256.
-fn check_installed_script(checks: &mut Checks, cfg: &Config) {
+fn check_installed_script(checks: &mut Checks, cfg: &Config, task_run: Option<&trigger::TaskRun>) {
     let id = "windows-installed-script";
     if cfg.windows.trigger != Trigger::Task {
         checks.skip(id, "windows.trigger is not \"task\"");
@@ -591,6 +595,25 @@ fn check_installed_script(checks: &mut Checks, cfg: &Config) {
         script::INSTALL_SUBDIR,
         script::REGISTER_FILE
     );
+    // A task registered by an older register-task.ps1 runs the copy in the
+    // user's profile, which any unelevated program can replace.
+    if let Some(run) = task_run.filter(|r| !r.task_to_run.is_empty()) {
+        if !run
+            .task_to_run
+            .to_ascii_lowercase()
+            .contains(&windows_path.to_ascii_lowercase())
+        {
+            checks.fail(
+                id,
+                format!(
+                    "the task runs `{}`, not {windows_path}: a script outside the administrators-only directory can be replaced by any program without elevation, which then gets administrator rights at the next start of the task",
+                    run.task_to_run
+                ),
+                update,
+            );
+            return;
+        }
+    }
     let want = script::sha256_hex(expected.as_bytes());
     match read_small_regular_file(&linux_path) {
         Ok(bytes) => {

@@ -112,11 +112,22 @@ fn fake_schtasks(sb: &Sandbox, query_exit: i32) {
     fake_schtasks_with_result(sb, query_exit, 0);
 }
 
+/// What register-task.ps1 registers as the task's action.
+const TASK_TO_RUN: &str = "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"C:\\ProgramData\\wsl-storage-mount\\attach.ps1\"";
+
 /// ... and the task's last run ended with `last_result`, as the verbose CSV
 /// (`/V /FO CSV /NH`) says it.
 fn fake_schtasks_with_result(sb: &Sandbox, query_exit: i32, last_result: i64) {
+    fake_schtasks_running(sb, query_exit, last_result, TASK_TO_RUN);
+}
+
+/// ... and its action is `task_to_run`.
+fn fake_schtasks_running(sb: &Sandbox, query_exit: i32, last_result: i64, task_to_run: &str) {
     let body = if query_exit == 0 {
-        format!("echo \"$*\" >> \"$0.calls\"\ncase \"$1\" in /Query) printf '%s\\r\\n' '\"PC\",\"\\wsl-storage-mount\",\"N/A\",\"Ready\",\"Interactive only\",\"11/25/2026 7:00:01 AM\",\"{last_result}\",\"PC\\me\"' ;; esac\nexit 0")
+        format!(
+            "echo \"$*\" >> \"$0.calls\"\ncase \"$1\" in /Query) printf '%s\\r\\n' '\"PC\",\"\\wsl-storage-mount\",\"N/A\",\"Ready\",\"Interactive only\",\"11/25/2026 7:00:01 AM\",\"{last_result}\",\"PC\\me\",\"{}\"' ;; esac\nexit 0",
+            task_to_run.replace('"', "\"\"")
+        )
     } else {
         format!("echo \"$*\" >> \"$0.calls\"\necho 'ERROR: The system cannot find the file specified.'\nexit {query_exit}")
     };
@@ -466,6 +477,42 @@ fn a_task_whose_last_run_failed_is_a_warning_with_its_meaning() {
         .as_str()
         .unwrap()
         .contains("still running (0x41301)"));
+}
+
+/// A task registered by an older register-task.ps1 runs attach.ps1 from
+/// the user's profile, which any unelevated program can replace: a failure,
+/// whatever that file holds, with the command that moves the task over.
+#[test]
+fn a_task_that_runs_a_user_writable_script_is_a_failure() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let s = healthy(&mut sb);
+    fake_schtasks_running(
+        &sb,
+        0,
+        0,
+        "powershell.exe -NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"C:\\Users\\me\\wsl-storage-mount\\attach.ps1\"",
+    );
+    let (code, report) = run_doctor(&sb, &s);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(
+        not_ok(&report),
+        ["windows-installed-script=fail"],
+        "{report:#}"
+    );
+    let installed = check(&report, "windows-installed-script");
+    let message = installed["message"].as_str().unwrap();
+    assert!(
+        message.contains("C:\\Users\\me\\wsl-storage-mount\\attach.ps1")
+            && message.contains("not C:\\ProgramData\\wsl-storage-mount\\attach.ps1"),
+        "{message}"
+    );
+    assert!(
+        installed["fix"]
+            .as_str()
+            .unwrap()
+            .contains("register-task.ps1"),
+        "{installed}"
+    );
 }
 
 #[test]

@@ -136,11 +136,13 @@ pub struct TaskRun {
     pub last_run: String,
     /// "Last Result": the program's exit code, or a SCHED_S_/HRESULT code.
     pub last_result: i64,
+    /// "Task To Run": the action's command line (empty when absent).
+    pub task_to_run: String,
 }
 
 /// The verbose CSV's columns are localized in their headers but not in
 /// their order: HostName, TaskName, Next Run Time, Status, Logon Mode,
-/// Last Run Time, Last Result, ... So the columns are read by position,
+/// Last Run Time, Last Result, Author, Task To Run, ... So the columns are read by position,
 /// the header row is left out (/NH), and a row counts only when its
 /// TaskName column is the task asked for: a misaligned or foreign row is
 /// never read as a result. A task with several triggers has several rows;
@@ -168,6 +170,7 @@ pub fn parse_task_query(output: &str, task: &str) -> Option<TaskRun> {
         Some(TaskRun {
             last_run,
             last_result,
+            task_to_run: row.get(8).unwrap_or("").trim().to_string(),
         })
     })
 }
@@ -666,7 +669,8 @@ mod tests {
             run,
             TaskRun {
                 last_run: "25.11.2026 07:01:02".into(),
-                last_result: 1
+                last_result: 1,
+                task_to_run: "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -File \"C:\\ProgramData\\wsl-storage-mount\\attach.ps1\"".into(),
             }
         );
         // Case and the leading '\\' do not matter; another task's row is
