@@ -102,12 +102,15 @@ fn a_new_generation_becomes_the_vhdx_boot_generation_and_a_second_run_copies_not
     );
 
     // NixOS-WSL's activation wrote its entrypoint inside /nix: on the disk.
-    s.sb.sh_ok(&format!("mkdir -p /nix/nixos-wsl && ln -sfn {gen2}/init /nix/nixos-wsl/entrypoint"));
+    s.sb.sh_ok(&format!(
+        "mkdir -p /nix/nixos-wsl && ln -sfn {gen2}/init /nix/nixos-wsl/entrypoint"
+    ));
     let out = s.sync(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert_eq!(s.vhdx_profile(), gen2, "the VHDX boots the new generation");
     assert_eq!(
-        s.sb.sh_ok(&format!("readlink {}/nix/nixos-wsl/entrypoint", s.root)).trim(),
+        s.sb.sh_ok(&format!("readlink {}/nix/nixos-wsl/entrypoint", s.root))
+            .trim(),
         format!("{gen2}/init"),
         "the entrypoint WSL reads is in step"
     );
