@@ -141,6 +141,26 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+/// Read a config file: a regular file only (through symlinks: NixOS's
+/// /etc is links into the store), never waiting on a FIFO.
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 impl Config {
     /// Parse and validate a config document. Pure: touches no device and
     /// resolves no user names, so it runs in the Nix build sandbox.

@@ -979,7 +979,7 @@ fn check_last_run(checks: &mut Checks, st: &Status) {
 }
 
 fn check_log(checks: &mut Checks, cfg: &Config) -> Vec<String> {
-    match fs::read(&cfg.log_file) {
+    match crate::log::read_file(std::path::Path::new(&cfg.log_file)) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             let lines: Vec<&str> = text.lines().collect();

@@ -5,7 +5,7 @@
 //! writing, because the file and the journal want different line formats.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -74,13 +74,9 @@ fn open_log(path: &Path) -> Result<File, String> {
             )
         })?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true).mode(0o640);
+    let file = open_regular(&mut options, path).map_err(|e| {
             let why = match e.raw_os_error() {
                 Some(libc::ELOOP) => "it is a symlink, which the helper does not follow as root"
                     .to_string(),
@@ -92,16 +88,38 @@ fn open_log(path: &Path) -> Result<File, String> {
                 path.display()
             )
         })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat log file {}: {e}", path.display()))?;
-    if !meta.file_type().is_file() {
-        return Err(format!(
-            "log file {} is not a regular file; set logFile to a regular file",
-            path.display()
+    Ok(file)
+}
+
+/// Open `path` with `options` plus O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC, and
+/// keep it only when it is a regular file (checked on the descriptor).
+fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
         ));
     }
     Ok(file)
+}
+
+/// Read the log file (for `doctor`) under the same rules as writing it:
+/// no symlink followed, no FIFO waited on, regular files only.
+pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file =
+        open_regular(OpenOptions::new().read(true), path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symlink, which the helper does not follow as root",
+            ),
+            _ => e,
+        })?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// systemd sets JOURNAL_STREAM to "DEV:INODE" of the stream it connected

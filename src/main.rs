@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::exit::{exit_of, fail, Exit};
 
 fn load_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = config::read_file(path).map_err(|e| {
         fail(
             Exit::Config,
             format!(

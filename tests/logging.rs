@@ -93,9 +93,14 @@ fn journal_prefixes_plain_lines_and_the_log_file() {
 
 /// Run `mount` and give it at most `secs` seconds; a helper still running
 /// then is killed and the test fails (it hung).
-fn run_bounded(sb: &Sandbox, cfg: &std::path::Path, secs: u64) -> std::process::Output {
+fn run_bounded(
+    sb: &Sandbox,
+    cfg: &std::path::Path,
+    args: &[&str],
+    secs: u64,
+) -> std::process::Output {
     let mut child = sb
-        .helper_cmd(cfg, &["mount"])
+        .helper_cmd(cfg, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -132,7 +137,7 @@ fn a_fifo_or_symlink_as_log_file_warns_and_the_boot_goes_on() {
             json!({"deviceId": "nvme-NOT_THERE", "logFile": log.display().to_string(),
                    "mountPoint": sb.path("storage").display().to_string(), "waitTimeout": 1}),
         );
-        let out = run_bounded(&sb, &cfg, 30);
+        let out = run_bounded(&sb, &cfg, &["mount"], 30);
         let text = common::output_text(&out);
         // The boot went on to its real outcome: the device is missing.
         assert_eq!(out.status.code(), Some(3), "{text}");
@@ -142,6 +147,22 @@ fn a_fifo_or_symlink_as_log_file_warns_and_the_boot_goes_on() {
                 && text.contains(what),
             "{text}"
         );
+    }
+    // doctor reads the log under the same rules: no hang on the FIFO (it
+    // has no writer), no tail of the symlink's target.
+    for (log, what) in [(&fifo, "not a regular file"), (&link, "symlink")] {
+        let cfg = sb.config(
+            "doctor.json",
+            json!({"deviceId": "nvme-NOT_THERE", "logFile": log.display().to_string(),
+                   "mountPoint": sb.path("storage").display().to_string()}),
+        );
+        let out = run_bounded(&sb, &cfg, &["doctor"], 60);
+        let text = common::output_text(&out);
+        assert!(
+            text.contains(&format!("cannot read {}", log.display())) && text.contains(what),
+            "{text}"
+        );
+        assert!(!text.contains("precious"), "{text}");
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     assert!(std::fs::symlink_metadata(&link)

@@ -444,6 +444,16 @@ fn bad_configs_exit_2_naming_each_key() {
         out.stderr.len()
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("(10485760 bytes): unknown key"));
+    // A FIFO as the config is refused, not waited on.
+    let fifo = sb.path("config.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = sb.helper(&fifo, &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
     // A missing config file is a config problem too.
     let out = sb.helper(&sb.path("absent.json"), &["check"]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
