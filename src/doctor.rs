@@ -227,11 +227,11 @@ fn check_device(checks: &mut Checks, cfg: &Config, st: &Status) {
     if !fs.matches_type(&cfg.fs_type) {
         checks.fail(
             "device",
-            format!("{node} ({}) holds {}, not fsType {}", dev.via, fs.fs_type, cfg.fs_type),
             format!(
-                "set fsType = \"{}\" if this is the storage disk, or fix the device identity (`lsblk -f`)",
-                fs.fs_type
+                "{node} ({}) holds {}, not fsType {}",
+                dev.via, fs.fs_type, cfg.fs_type
             ),
+            crate::boot::wrong_type_fix(&fs.fs_type),
         );
         return;
     }

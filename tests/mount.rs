@@ -210,6 +210,8 @@ fn no_filesystem_or_the_wrong_one_exits_4_and_leaves_the_bytes_alone() {
         blank.image.display()
     ));
     cases.push(("no filesystem", blank));
+    // A swap signature: not a filesystem, and not one to set fsType to.
+    cases.push(("holds swap", sb.loop_device(16, &["mkswap", "-q"])));
     if common::have_tool("mkfs.vfat") {
         cases.push(("holds vfat", sb.loop_device(40, &["mkfs.vfat"])));
     } else {
@@ -249,6 +251,13 @@ fn no_filesystem_or_the_wrong_one_exits_4_and_leaves_the_bytes_alone() {
             stderr.contains(what) && stderr.contains(&dev.node),
             "{what}: {stderr}"
         );
+        if what == "holds swap" {
+            assert!(
+                !stderr.contains("set fsType")
+                    && stderr.contains("not a filesystem the helper mounts"),
+                "{stderr}"
+            );
+        }
         assert_eq!(sb.mounts_at(&mp), 0, "{what}");
         assert_eq!(
             sha256(&dev.image),

@@ -198,8 +198,11 @@ fn check_filesystem(cfg: &Config, dev: &Found) -> Result<FsInfo> {
         return Err(fail(
             Exit::Filesystem,
             format!(
-                "{node} ({}) holds {}, but fsType is {}; set fsType = \"{}\" if this is the right disk, or fix the device identity",
-                dev.via, info.fs_type, cfg.fs_type, info.fs_type
+                "{node} ({}) holds {}, but fsType is {}; {}",
+                dev.via,
+                info.fs_type,
+                cfg.fs_type,
+                wrong_type_fix(&info.fs_type)
             ),
         ));
     }
@@ -234,6 +237,20 @@ fn check_filesystem(cfg: &Config, dev: &Found) -> Result<FsInfo> {
         info.label.as_deref().unwrap_or("(none)")
     );
     Ok(info)
+}
+
+/// What to do about a device whose signature is not `fsType`: another
+/// supported filesystem may be meant (set fsType); anything else (swap,
+/// LUKS, an LVM or RAID member ...) is not something the helper mounts.
+pub fn wrong_type_fix(found: &str) -> String {
+    if crate::config::SUPPORTED_FS.contains(&found) {
+        format!("set fsType = \"{found}\" if this is the storage disk, or fix the device identity (`lsblk -f`)")
+    } else {
+        format!(
+            "{found} is not a filesystem the helper mounts ({}): point the identity at the storage filesystem (`lsblk -f`); an encrypted or LVM/RAID disk must be opened first and the identity set to the device that holds the filesystem",
+            crate::config::SUPPORTED_FS.join(", ")
+        )
+    }
 }
 
 /// Why a device without exactly one filesystem cannot be mounted, and what
