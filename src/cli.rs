@@ -13,8 +13,8 @@ Exit codes:
   1  unexpected error
   2  bad config or usage
   3  device not found within waitTimeout
-  4  no filesystem, the wrong one, or errors fsck -p could not repair
-  5  mount failed, or the mount point is taken by something else
+  4  no filesystem, the wrong one, a partitioned or ambivalent disk, or fsck failed
+  5  mount failed, the mount point is taken, or its path has a symlink or a file
   6  store not safe to bind over /nix
   7  sync-boot failed; the previous boot generation is kept
   8  migrate: not enough room on the disk";
