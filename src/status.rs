@@ -103,7 +103,20 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
         }
     });
     if found.is_none() {
-        problems.push(format!("device not present ({})", cfg.identity()));
+        // Name what is at a configured path that did not count (a regular
+        // file, a loop device of size 0), as the boot step does.
+        let there: Vec<String> = device::candidate_links(cfg)
+            .into_iter()
+            .filter_map(|(_, p)| match device::describe_candidate(&p) {
+                what if what == "absent" => None,
+                what => Some(format!("{}: {what}", p.display())),
+            })
+            .collect();
+        let mut problem = format!("device not present ({})", cfg.identity());
+        if !there.is_empty() {
+            problem.push_str(&format!("; {}", there.join("; ")));
+        }
+        problems.push(problem);
     }
 
     let top = mountinfo::top_at(&mounts, &cfg.mount_point);

@@ -712,6 +712,12 @@ fn an_empty_loop_or_a_regular_file_as_device_is_named_for_what_it_is() {
         assert_eq!(out.status.code(), Some(3), "{text}");
         assert!(text.contains(&format!("{device} ({what}")), "{text}");
         assert!(!text.contains("mkfs"), "{text}");
+        // status and doctor say the same.
+        for cmd in ["status", "doctor"] {
+            let out = sb.helper(&cfg, &[cmd]);
+            let text = output_text(&out);
+            assert!(text.contains(&format!("{device}: {what}")), "{cmd}: {text}");
+        }
     }
 }
 
