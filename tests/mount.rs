@@ -613,6 +613,22 @@ fn a_partitioned_disk_is_described_and_never_offered_mkfs() {
         img = image.display()
     ));
     let disk = sb.attach(&image);
+    let mp = sb.path("storage").display().to_string();
+    let by_uuid = sb.config(
+        "by-uuid.json",
+        json!({"fsUuid": uuid, "mountPoint": mp, "waitTimeout": 3, "fsck": false}),
+    );
+    // A loop device without partition scanning has no partition nodes: by
+    // fsUuid the whole disk is found, and the message says how to get them.
+    let out = sb.helper(&by_uuid, &["mount"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(&format!("{} (fsUuid by probing", disk.node))
+            && text.contains(&format!("partx -a {}", disk.node)),
+        "{text}"
+    );
+    assert!(!text.contains("mkfs"), "{text}");
     // The test kernel may not read partition tables itself; partx asks it to
     // add the partitions the table lists (as udev's partprobe would).
     sb.sh_ok(&format!("partx -a {} || true", disk.node));
@@ -641,7 +657,6 @@ fn a_partitioned_disk_is_described_and_never_offered_mkfs() {
     let part1 = format!("{}p1", disk.node);
     let have_part_node = std::path::Path::new(&part1).exists();
     sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &disk.node);
-    let mp = sb.path("storage").display().to_string();
     let before = sha256(&image);
 
     let cfg = basic_config(sb, json!({"fsck": true}));
@@ -675,11 +690,7 @@ fn a_partitioned_disk_is_described_and_never_offered_mkfs() {
 
     // The advice works: by fsUuid the partition is found and mounted.
     if have_part_node {
-        let cfg = sb.config(
-            "by-uuid.json",
-            json!({"fsUuid": uuid, "mountPoint": mp, "waitTimeout": 3, "fsck": false}),
-        );
-        let out = sb.helper(&cfg, &["mount"]);
+        let out = sb.helper(&by_uuid, &["mount"]);
         assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
         assert!(sb.log().contains(&format!("fsUuid by probing {part1}")));
     }

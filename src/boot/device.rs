@@ -195,12 +195,19 @@ fn probe_block_devices(cfg: &Config) -> Result<Option<Found>> {
         };
         // A device with two signatures, one of them the configured one,
         // is a hit too: the filesystem check then refuses it and names both,
-        // rather than the wait ending in "not found".
+        // rather than the wait ending in "not found". So is a disk whose
+        // partition holds it when the kernel made no node for that
+        // partition: the check says how to get one.
         let candidates: Vec<(Option<String>, Option<String>)> = match probe::probe_contents(&node) {
             Ok(Contents::Filesystem(info)) => vec![(info.uuid, info.label)],
             Ok(Contents::Ambiguous { signatures }) => {
                 signatures.into_iter().map(|s| (s.uuid, s.label)).collect()
             }
+            Ok(Contents::Partitioned { partitions, .. }) => partitions
+                .into_iter()
+                .filter(|p| p.node.is_none())
+                .filter_map(|p| p.fs.map(|f| (f.uuid, f.label)))
+                .collect(),
             _ => continue,
         };
         let matching = |(uuid, label): &(Option<String>, Option<String>)| match (

@@ -327,8 +327,12 @@ pub fn unusable(cfg: &Config, node: &Path, contents: &Contents) -> (String, Stri
                         Some(u) => fix.push_str(&format!("identify it by fsUuid = \"{u}\"")),
                         None => fix.push_str("identify the partition"),
                     }
-                    if let Some(n) = &p.node {
-                        fix.push_str(&format!(" (or device = \"{}\")", n.display()));
+                    match &p.node {
+                        Some(n) => fix.push_str(&format!(" (or device = \"{}\")", n.display())),
+                        None => fix.push_str(&format!(
+                            " once partition {} has a device node: the kernel made none (it did not read the table); `partx -a {node}` or `partprobe {node}` asks it to",
+                            p.number
+                        )),
                     }
                     fix.push_str(" instead of the whole disk; the helper never formats a disk with a partition table");
                     fix
