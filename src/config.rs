@@ -22,7 +22,8 @@ pub const DEFAULT_POWERSHELL: &str =
     "/mnt/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe";
 pub const DEFAULT_BIND_TARGET: &str = "/nix";
 
-/// Filesystems whose superblock the helper can recognise (see `probe`).
+/// Filesystems the helper mounts (`fsType`); libblkid recognises more, and
+/// anything else is named as what it is, never mounted.
 pub const SUPPORTED_FS: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"];
 
 #[derive(Debug, Clone, Serialize)]
