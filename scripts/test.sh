@@ -23,6 +23,17 @@ run clippy cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test (unit tests; integration tests with the real binary, loop devices, mount namespaces)"
 run cargo-test cargo test --quiet
 
+step "the generated PowerShell parses (tree-sitter-powershell; scripts/check-powershell.py)"
+py=${PYTHON:-python3}
+if "$py" -c 'import tree_sitter, tree_sitter_powershell' 2>/dev/null; then
+  run powershell-parse sh -c "cargo build --quiet && \"$py\" scripts/check-powershell.py target/debug/wsl-storage-mount"
+elif [ "${CI:-}" = true ]; then
+  echo "powershell-parse: tree-sitter and tree-sitter-powershell are missing, and CI=true: .ci/run installs them"
+  failed+=("powershell-parse")
+else
+  echo "skipped: $py lacks tree-sitter (pip install tree-sitter tree-sitter-powershell)"
+fi
+
 step "every .nix file parses (nix-instantiate --parse)"
 if command -v nix-instantiate >/dev/null; then
   parsed=0 broken=0

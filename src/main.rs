@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::exit::{exit_of, fail, Exit};
 
 fn load_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = config::read_file(path).map_err(|e| {
         fail(
             Exit::Config,
             format!(
@@ -75,7 +75,7 @@ fn run(cli: &Cli) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::WindowsTask => {
-            print_stdout(&windows::script::register_script(&cfg))?;
+            print_stdout(&windows::script::register_script(&cfg)?)?;
             Ok(Exit::Success)
         }
         Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),

@@ -22,7 +22,7 @@ pub fn state_path() -> std::path::PathBuf {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunState {
-    /// "mounted", "degraded" or "failed".
+    /// "mounted", "degraded", "failed", or "interrupted" (a signal stopped the run).
     pub outcome: String,
     pub exit_code: i32,
     pub message: String,

@@ -24,7 +24,7 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
-use crate::boot::probe;
+use crate::boot::probe::{self, Contents};
 use crate::config::Config;
 use crate::exit::{fail, Exit};
 use crate::windows::trigger::TriggerRunner;
@@ -83,14 +83,77 @@ pub fn udev_encode(s: &str) -> String {
     out
 }
 
-/// A path that resolves to a block device.
+/// A path that resolves to a block device with something in it. A device
+/// of size 0 (a loop device with nothing attached) is not there yet: its
+/// disk may still come, and probing it would only find nothing. Neither is
+/// a node whose device number the kernel does not know.
 fn block_device(path: &Path) -> Option<(PathBuf, u64)> {
     let meta = fs::metadata(path).ok()?;
     if !meta.file_type().is_block_device() {
         return None;
     }
+    match sys_size(meta.rdev()) {
+        None | Some(0) => return None,
+        Some(_) => {}
+    }
     let node = fs::canonicalize(path).ok()?;
     Some((node, meta.rdev()))
+}
+
+/// The size in sectors the kernel reports for a block device number; None
+/// when it has no such device.
+fn sys_size(rdev: u64) -> Option<u64> {
+    let sys = format!(
+        "/sys/dev/block/{}:{}/size",
+        libc::major(rdev),
+        libc::minor(rdev)
+    );
+    fs::read_to_string(sys).ok()?.trim().parse().ok()
+}
+
+/// What is at a configured path that did not count as the device, for the
+/// message after the wait ("not found" only when nothing is there).
+pub fn describe_candidate(path: &Path) -> String {
+    let Ok(lmeta) = fs::symlink_metadata(path) else {
+        return "absent".to_string();
+    };
+    let Ok(meta) = fs::metadata(path) else {
+        return format!(
+            "a dangling symlink (to {})",
+            fs::read_link(path).map_or("?".to_string(), |t| t.display().to_string())
+        );
+    };
+    let ft = meta.file_type();
+    let what = if ft.is_block_device() {
+        let node = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let link = if lmeta.file_type().is_symlink() {
+            format!("a link to {}, ", node.display())
+        } else {
+            String::new()
+        };
+        return match sys_size(meta.rdev()) {
+            Some(0) => format!("{link}a block device of size 0: nothing is attached to it (a loop device without a backing file, or a detached disk)"),
+            Some(_) => format!("{link}a block device"),
+            None => format!(
+                "{link}a block device node ({}:{}) with no device behind it in the kernel",
+                libc::major(meta.rdev()),
+                libc::minor(meta.rdev())
+            ),
+        };
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a regular file"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "something else"
+    };
+    format!("exists but is {what}, not a block device")
 }
 
 /// Look once, without waiting. An error means an ambiguity the helper will
@@ -130,13 +193,38 @@ fn probe_block_devices(cfg: &Config) -> Result<Option<Found>> {
         let Some((node, rdev)) = block_device(&node) else {
             continue;
         };
-        let Ok(Some(info)) = probe::probe_path(&node) else {
-            continue;
-        };
-        let key = match (&cfg.fs_uuid, &cfg.fs_label) {
-            (Some(u), _) if info.uuid_is(u) => "fsUuid",
-            (None, Some(l)) if info.label_is(l) => "fsLabel",
+        // A device with two signatures, one of them the configured one,
+        // is a hit too: the filesystem check then refuses it and names both,
+        // rather than the wait ending in "not found". So is a disk whose
+        // partition holds it when the kernel made no node for that
+        // partition: the check says how to get one.
+        let candidates: Vec<(Option<String>, Option<String>)> = match probe::probe_contents(&node) {
+            Ok(Contents::Filesystem(info)) => vec![(info.uuid, info.label)],
+            Ok(Contents::Ambiguous { signatures }) => {
+                signatures.into_iter().map(|s| (s.uuid, s.label)).collect()
+            }
+            Ok(Contents::Partitioned { partitions, .. }) => partitions
+                .into_iter()
+                .filter(|p| p.node.is_none())
+                .filter_map(|p| p.fs.map(|f| (f.uuid, f.label)))
+                .collect(),
             _ => continue,
+        };
+        let matching = |(uuid, label): &(Option<String>, Option<String>)| match (
+            &cfg.fs_uuid,
+            &cfg.fs_label,
+        ) {
+            (Some(u), _) => uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u)),
+            (None, Some(l)) => label.as_deref() == Some(l.as_str()),
+            (None, None) => false,
+        };
+        if !candidates.iter().any(matching) {
+            continue;
+        }
+        let key = if cfg.fs_uuid.is_some() {
+            "fsUuid"
+        } else {
+            "fsLabel"
         };
         hits.push(Found {
             via: format!("{key} by probing {}", node.display()),

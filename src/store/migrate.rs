@@ -80,9 +80,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
     // The disk, mounted in the host's namespace (before the boot view makes
     // this process a namespace of its own).
     crate::boot::ensure_disk(cfg)?;
-    let mp_fd: OwnedFd = File::open(&mp)
-        .with_context(|| format!("opening mount point {mp}"))?
-        .into();
+    let mp_fd = crate::boot::mount::open_dir_no_symlinks(Path::new(&mp), false)?;
     check_target(&mp_fd, &subdir, &target)?;
     let partial_exists = check_partial(&mp_fd, &partial_name, &partial, opts.resume)?;
     if !opts.dry_run {
