@@ -108,6 +108,33 @@ in
       default = { };
     };
 
+    # NixOS declares it with types.unique (one boot loader) and a shell
+    # snippet as default; NixOS-WSL sets it to coreutils' true.
+    system.build.installBootLoader = mkOption {
+      type = types.unique { message = "only one boot loader"; } (types.either types.str types.package);
+      default = "echo 'Warning: do not know how to make this configuration bootable; please enable a boot loader.' 1>&2; true";
+    };
+    system.activationScripts = mkOption {
+      type = types.attrsOf (
+        types.either types.str (
+          types.submodule {
+            options = {
+              deps = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              text = mkOption { type = types.lines; };
+              supportsDryActivation = mkOption {
+                type = types.bool;
+                default = false;
+              };
+            };
+          }
+        )
+      );
+      default = { };
+    };
+
     services.udev.enable = mkOption {
       type = types.bool;
       default = true;
