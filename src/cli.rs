@@ -42,6 +42,12 @@ pub struct Cli {
     )]
     pub run_dir: PathBuf,
 
+    /// The root filesystem NixOS-WSL boots from (the VHDX), whose /nix is
+    /// reached through a private non-recursive bind: the boot store is
+    /// DIR/nix. Tests point it at a stand-in root.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub boot_root: PathBuf,
+
     /// More output: -v debug, -vv trace (RUST_LOG works too).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -106,6 +112,37 @@ VHDX store).
 Example:
   wsl-storage-mount mark")]
     Mark,
+
+    /// Make the system deployed on the disk store the VHDX's boot generation (the boot loader).
+    #[command(after_help = "\
+NixOS-WSL boots from the VHDX's /nix before the disk is bound, so every generation
+deployed onto the disk store must also reach the VHDX. In order: copy the closure of
+SYSTEM (default: the disk's /nix/var/nix/profiles/system), of what the root
+filesystem's links (/sbin/init, /etc/static, /bin/*, /usr/bin/*) and
+/nix/nixos-wsl/* lead to, into the VHDX store with nix-store --export/--import
+(only what it lacks); point the VHDX's system profile at SYSTEM (a new
+system-N-link, renamed into place); keep the newest bootGenerations generations and
+garbage-collect the rest (paths the disk store lacks are never deleted); check that
+every root-filesystem link into /nix/store resolves in the VHDX store.
+When /nix is not the bind of the disk store it says so and does nothing.
+The NixOS module runs it as the boot loader (nixos-rebuild switch/boot) and, with
+--closure-only, at every activation (nixos-rebuild test).
+
+Examples:
+  sudo wsl-storage-mount sync-boot
+  sudo wsl-storage-mount sync-boot /nix/var/nix/profiles/system-42-link
+  sudo wsl-storage-mount --boot-root /mnt/standin sync-boot --closure-only ./result
+
+Exit codes: 0 done (or nothing to do), 2 bad usage or config, 7 sync failed (the
+previous boot generation is kept and still boots).")]
+    SyncBoot {
+        /// Copy the closure only; leave the VHDX's boot generation as it is.
+        #[arg(long)]
+        closure_only: bool,
+        /// The system toplevel (a /nix/store path or a link to one).
+        #[arg(value_name = "SYSTEM")]
+        system: Option<PathBuf>,
+    },
 
     /// Print the Windows attach script (attach.ps1).
     #[command(after_help = "\

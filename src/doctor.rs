@@ -105,8 +105,8 @@ impl Checks {
     }
 }
 
-pub fn run(config_path: &Path, json: bool) -> Result<Exit> {
-    let report = diagnose(config_path);
+pub fn run(config_path: &Path, json: bool, boot_root: &Path) -> Result<Exit> {
+    let report = diagnose(config_path, boot_root);
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
@@ -121,7 +121,7 @@ pub fn run(config_path: &Path, json: bool) -> Result<Exit> {
     })
 }
 
-pub fn diagnose(config_path: &Path) -> Report {
+pub fn diagnose(config_path: &Path, boot_root: &Path) -> Report {
     let mut checks = Checks::default();
     let cfg = match crate::load_config(config_path) {
         Ok(cfg) => {
@@ -150,7 +150,7 @@ pub fn diagnose(config_path: &Path) -> Report {
         };
     };
 
-    let st = status::gather(&cfg);
+    let st = status::gather(&cfg, boot_root);
     // Without fsUuid, fsLabel or device, only the udev links find the disk.
     let links_needed = cfg.fs_uuid.is_none() && cfg.fs_label.is_none() && cfg.device.is_none();
 
@@ -162,6 +162,7 @@ pub fn diagnose(config_path: &Path) -> Report {
     check_mount(&mut checks, &cfg, &st);
     check_instance_dirs(&mut checks, &cfg, &st);
     check_bind(&mut checks, &cfg, &st);
+    check_boot_generation(&mut checks, &st);
     check_nix_daemon(&mut checks, &cfg);
     check_last_run(&mut checks, &st);
     let log_tail = check_log(&mut checks, &cfg);
@@ -672,6 +673,51 @@ fn check_bind(checks: &mut Checks, cfg: &Config, st: &Status) {
 }
 
 /// `systemctl show -p ActiveState -p After` of the daemon's two units.
+/// The VHDX boots what the disk's profile says was deployed last.
+fn check_boot_generation(checks: &mut Checks, st: &Status) {
+    let Some(b) = &st.boot else {
+        return;
+    };
+    let is_bind = st.bind.as_ref().is_some_and(|b| b.is_bind);
+    if let Some(e) = &b.error {
+        checks.warn(
+            "boot-generation",
+            format!("the VHDX store cannot be read: {e}"),
+            "run doctor as root (`sudo wsl-storage-mount doctor`): the VHDX's /nix is reached through a private mount namespace",
+        );
+    } else if b.in_step {
+        checks.ok(
+            "boot-generation",
+            format!(
+                "the VHDX boots the disk's current system {}",
+                b.vhdx_system.as_deref().unwrap_or("")
+            ),
+        );
+    } else if is_bind {
+        checks.fail(
+            "boot-generation",
+            format!(
+                "the VHDX boots {} but the disk's current system is {}: the next start would undo the last deployment",
+                b.vhdx_system.as_deref().unwrap_or("(nothing)"),
+                b.disk_system.as_deref().unwrap_or("(nothing)")
+            ),
+            "sudo wsl-storage-mount sync-boot",
+        );
+    } else {
+        checks.ok(
+            "boot-generation",
+            "/nix is not the bind, so deployments land in the VHDX store itself",
+        );
+    }
+    if st.store_read_only == Some(false) {
+        checks.fail(
+            "store-read-only",
+            "/nix/store is writable under the bind (NixOS-WSL mounts it read-only)",
+            "sudo wsl-storage-mount mark",
+        );
+    }
+}
+
 fn check_nix_daemon(checks: &mut Checks, cfg: &Config) {
     let units = ["nix-daemon.service", "nix-daemon.socket"];
     let mut args: Vec<String> = ["show", "-p", "ActiveState", "-p", "After"]

@@ -45,7 +45,7 @@ fn load_config(path: &Path) -> Result<Config> {
 fn run(cli: &Cli) -> Result<Exit> {
     // doctor reports a bad config as one of its checks instead of stopping.
     if let Command::Doctor { json } = &cli.command {
-        return doctor::run(&cli.config, *json);
+        return doctor::run(&cli.config, *json, &cli.boot_root);
     }
     let cfg = load_config(&cli.config)?;
     match &cli.command {
@@ -53,8 +53,19 @@ fn run(cli: &Cli) -> Result<Exit> {
             println!("{}: ok", cli.config.display());
             Ok(Exit::Success)
         }
-        Command::Mount => boot::run(&cfg, &cli.config),
-        Command::Status { json } => status::run(&cfg, *json),
+        Command::Mount => boot::run(&cfg, &cli.config, &cli.boot_root),
+        Command::SyncBoot {
+            closure_only,
+            system,
+        } => store::sync::run(
+            &cfg,
+            &store::sync::Request {
+                boot_root: &cli.boot_root,
+                system: system.as_deref(),
+                closure_only: *closure_only,
+            },
+        ),
+        Command::Status { json } => status::run(&cfg, *json, &cli.boot_root),
         Command::Mark => {
             crate::log::open_file(Path::new(&cfg.log_file));
             store::mark(&cfg)
@@ -68,7 +79,7 @@ fn run(cli: &Cli) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),
-        Command::Doctor { json } => doctor::run(&cli.config, *json),
+        Command::Doctor { json } => doctor::run(&cli.config, *json, &cli.boot_root),
     }
 }
 

@@ -53,7 +53,6 @@ impl Finished {
         }
     }
 
-    #[allow(dead_code)] // used by sync-boot, which lands next
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
@@ -102,7 +101,6 @@ pub fn run_cancellable(
     })
 }
 
-#[allow(dead_code)] // used by sync-boot, which lands next
 /// `producer | consumer`, both killed at `timeout`. The consumer's stdout
 /// and both stderrs are captured; the producer's stdout feeds the consumer.
 pub fn pipe(

@@ -49,6 +49,9 @@ pub struct RunState {
     /// manual restart), so the bind was left for the next boot.
     #[serde(default)]
     pub bind_deferred: bool,
+    /// Paths the heal copied from the VHDX into the disk store.
+    #[serde(default)]
+    pub healed_paths: usize,
     pub waited_ms: u64,
     pub duration_ms: u64,
     pub finished_at: String,

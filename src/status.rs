@@ -29,6 +29,10 @@ pub struct Status {
     pub instance_dirs: BTreeMap<String, DirStatus>,
     pub bind: Option<BindStatus>,
     pub stamp: bool,
+    /// Whether bindTarget/store is mounted read-only (with the bind).
+    pub store_read_only: Option<bool>,
+    /// The VHDX's boot generation next to the disk's current system.
+    pub boot: Option<store::sync::BootStatus>,
     pub last_run: Option<RunState>,
 }
 
@@ -71,7 +75,7 @@ pub struct BindStatus {
     pub marker: bool,
 }
 
-pub fn gather(cfg: &Config) -> Status {
+pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
     let mut problems = Vec::new();
     let mounts = mountinfo::read().unwrap_or_default();
 
@@ -192,6 +196,26 @@ pub fn gather(cfg: &Config) -> Status {
         }
     });
 
+    let is_bind = bind.as_ref().is_some_and(|b| b.is_bind);
+    let store_read_only = is_bind.then(|| store::store_is_read_only(cfg, &mounts));
+    if store_read_only == Some(false) {
+        problems.push(format!(
+            "{}/store is writable: `wsl-storage-mount mark` makes it read-only (as NixOS-WSL does)",
+            cfg.bind_target
+        ));
+    }
+    let boot = cfg.bind_mount_nix_store.then(|| {
+        let b = store::sync::boot_status(cfg, boot_root);
+        if is_bind && !b.in_step {
+            problems.push(format!(
+                "the VHDX boots {} but the disk's current system is {}: the next start would undo the last deployment; run `sudo wsl-storage-mount sync-boot`",
+                b.vhdx_system.as_deref().unwrap_or("(nothing)"),
+                b.disk_system.as_deref().unwrap_or("(nothing)")
+            ));
+        }
+        b
+    });
+
     let last_run = state::read();
     match &last_run {
         None => problems.push("no `mount` run recorded since boot".into()),
@@ -212,6 +236,8 @@ pub fn gather(cfg: &Config) -> Status {
         instance_dirs,
         bind,
         stamp: store::stamp_path().exists(),
+        store_read_only,
+        boot,
         last_run,
     }
 }
@@ -292,6 +318,32 @@ pub fn render(s: &Status) -> String {
             if b.marker { "present" } else { "absent" }
         );
     }
+    if let Some(ro) = s.store_read_only {
+        let _ = writeln!(
+            out,
+            "store:       {}",
+            if ro { "read-only" } else { "WRITABLE" }
+        );
+    }
+    if let Some(b) = &s.boot {
+        let _ = writeln!(
+            out,
+            "boot:        VHDX boots {}\n             disk's current system {}\n             {}{}",
+            b.vhdx_system.as_deref().unwrap_or("(unknown)"),
+            b.disk_system.as_deref().unwrap_or("(unknown)"),
+            if b.in_step { "in step" } else { "NOT in step" },
+            match (b.vhdx_paths, b.vhdx_store_bytes) {
+                (Some(n), Some(bytes)) => format!(
+                    "; VHDX store: {n} paths, {}",
+                    store::guard::human_bytes(bytes)
+                ),
+                _ => b
+                    .error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("; VHDX store unreadable: {e}")),
+            }
+        );
+    }
     match &s.last_run {
         Some(r) => {
             let _ = writeln!(
@@ -313,8 +365,8 @@ pub fn render(s: &Status) -> String {
     out
 }
 
-pub fn run(cfg: &Config, json: bool) -> Result<Exit> {
-    let s = gather(cfg);
+pub fn run(cfg: &Config, json: bool, boot_root: &std::path::Path) -> Result<Exit> {
+    let s = gather(cfg, boot_root);
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

@@ -10,14 +10,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{output_text, Sandbox};
+use common::{nixstore, output_text, Sandbox};
 use serde_json::{json, Value};
 
 const BY_ID_NAME: &str = "nvme-Samsung_SSD_990_PRO_4TB_FAKE0001";
-const CLOSURE: &[&str] = &[
-    "/nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-glibc-2.40",
-    "/nix/store/3a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-nixos-system-main",
-];
 
 struct Setup {
     cfg: PathBuf,
@@ -25,6 +21,8 @@ struct Setup {
     uuid: String,
     mp: String,
     nix: String,
+    /// The stand-in VHDX root, booting the same system.
+    root: String,
     /// Prepended to PATH: the fake udevadm and systemctl.
     fake_bin: PathBuf,
 }
@@ -40,19 +38,15 @@ fn healthy(sb: &mut Sandbox) -> Setup {
     let mp = sb.path("storage").display().to_string();
     let nix = sb.path("nix").display().to_string();
 
-    // A store holding the (fake) booted closure.
-    let mut script = format!(
-        "mkdir -p {mp} {nix} && mount {node} {mp} && mkdir -p {mp}/nixos-wsl-main/store {mp}/nixos-wsl-main/var/nix/db",
-        node = dev.node
-    );
-    for path in CLOSURE {
-        let name = path.trim_start_matches("/nix/store/");
-        script.push_str(&format!(" && mkdir {mp}/nixos-wsl-main/store/{name}"));
-    }
-    script.push_str(&format!(" && umount {mp}"));
-    sb.sh_ok(&script);
-    let nix_store = sb.path("bin/nix-store");
-    sb.fake_exe(&nix_store, &format!("printf '%s\\n' {}", CLOSURE.join(" ")));
+    // A real Nix store holding the booted (toy) system.
+    let system = nixstore::toy_system(1, 4, "-doctor");
+    sb.sh_ok(&format!("mkdir -p {mp} {nix} && mount {} {mp}", dev.node));
+    nixstore::disk_store(sb, &format!("{mp}/nixos-wsl-main"), &[&system]);
+    sb.sh_ok(&format!("umount {mp}"));
+    nixstore::boot(sb, &system);
+    let root = sb.path("vhdx").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {root}"));
+    nixstore::vhdx_root(sb, &root, &system);
 
     // Windows: the task exists.
     let schtasks = sb.path("win/schtasks.exe");
@@ -77,7 +71,6 @@ fn healthy(sb: &mut Sandbox) -> Setup {
             },
             "bindMountNixStore": true,
             "nixStoreSubdir": "nixos-wsl-main",
-            "nixStoreCommand": nix_store.display().to_string(),
             "bindTarget": nix,
             "diskSerialNumber": "E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4.",
             "windows": {
@@ -99,6 +92,7 @@ fn healthy(sb: &mut Sandbox) -> Setup {
         uuid,
         mp,
         nix,
+        root,
         fake_bin,
     }
 }
@@ -131,9 +125,9 @@ fn doctor(sb: &Sandbox, s: &Setup, json: bool) -> Output {
         std::env::var("PATH").unwrap_or_default()
     );
     let args: &[&str] = if json {
-        &["doctor", "--json"]
+        &["--boot-root", &s.root, "doctor", "--json"]
     } else {
-        &["doctor"]
+        &["--boot-root", &s.root, "doctor"]
     };
     sb.helper_cmd(&s.cfg, args)
         .env("PATH", path)
@@ -187,7 +181,9 @@ fn commands(fix: &Value) -> Vec<String> {
 
 #[test]
 fn a_healthy_setup_is_all_ok() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     let (code, report) = run_doctor(&sb, &s);
     assert_eq!(not_ok(&report), Vec::<String>::new(), "{report:#}");
@@ -214,6 +210,7 @@ fn a_healthy_setup_is_all_ok() {
             "instance-dir:nixos-wsl-main",
             "bind",
             "marker",
+            "boot-generation",
             "nix-daemon",
             "last-run",
             "log",
@@ -249,7 +246,7 @@ fn a_healthy_setup_is_all_ok() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("doctor: 15 ok, 0 warning(s), 0 failed, 0 skipped"),
+        text.contains("doctor: 16 ok, 0 warning(s), 0 failed, 0 skipped"),
         "{text}"
     );
     assert!(!text.contains("fix:"), "{text}");
@@ -257,7 +254,9 @@ fn a_healthy_setup_is_all_ok() {
 
 #[test]
 fn wrong_mount_options_are_a_failure_and_the_fix_command_repairs_them() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     sb.sh_ok(&format!("mount -o remount,dev {}", s.mp));
     let (code, report) = run_doctor(&sb, &s);
@@ -277,7 +276,9 @@ fn wrong_mount_options_are_a_failure_and_the_fix_command_repairs_them() {
 
 #[test]
 fn an_instance_dir_with_the_wrong_mode_is_a_failure_and_the_fix_command_repairs_it() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     let dir = format!("{}/nixos-wsl-dev", s.mp);
     sb.sh_ok(&format!("chmod 0777 {dir} && chown 0:0 {dir}"));
@@ -304,7 +305,9 @@ fn an_instance_dir_with_the_wrong_mode_is_a_failure_and_the_fix_command_repairs_
 
 #[test]
 fn an_absent_by_id_link_with_the_disk_present_lists_the_names_that_exist() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     // Inside WSL the bare-attached disk is a SCSI disk: udev names it
     // scsi-..., and the nvme-... name from Windows does not exist.
@@ -338,9 +341,11 @@ fn an_absent_by_id_link_with_the_disk_present_lists_the_names_that_exist() {
 
 #[test]
 fn nothing_mounted_fails_mount_bind_and_marker_with_their_fixes() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
-    sb.sh_ok(&format!("umount {} && umount {}", s.nix, s.mp));
+    sb.sh_ok(&format!("umount -R {} && umount {}", s.nix, s.mp));
     let (code, report) = run_doctor(&sb, &s);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(
@@ -377,7 +382,9 @@ fn nothing_mounted_fails_mount_bind_and_marker_with_their_fixes() {
 
 #[test]
 fn a_missing_task_and_a_daemon_not_ordered_after_the_marker_fail() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     fake_schtasks(&sb, 1);
     fake_systemctl(&sb, "network.target");
@@ -402,7 +409,9 @@ fn a_missing_task_and_a_daemon_not_ordered_after_the_marker_fail() {
 
 #[test]
 fn interop_that_cannot_run_is_a_failure_naming_the_path() {
-    let Some(mut sb) = Sandbox::new() else { return };
+    let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
+        return;
+    };
     let s = healthy(&mut sb);
     std::fs::remove_file(sb.path("win/schtasks.exe")).unwrap();
     let (code, report) = run_doctor(&sb, &s);

@@ -17,12 +17,12 @@ fn mount_id_at(sb: &Sandbox, path: &str) -> Vec<String> {
 }
 
 /// A config that binds the instance dir "main" (over a sandbox path, not
-/// /nix), with `fake` as nix-store.
-fn bind_config(sb: &Sandbox, uuid: &str, mp: &str, fake: &std::path::Path) -> std::path::PathBuf {
+/// /nix).
+fn bind_config(sb: &Sandbox, uuid: &str, mp: &str) -> std::path::PathBuf {
     sb.config(
         "config.json",
         json!({"fsUuid": uuid, "mountPoint": mp, "bindMountNixStore": true, "nixStoreSubdir": "main",
-               "nixStoreCommand": fake.display().to_string(), "bindTarget": sb.path("nix").display().to_string(),
+               "bindTarget": sb.path("nix").display().to_string(),
                "instanceDirs": {"main": {"owner": 0, "group": 0, "mode": "0755"}}}),
     )
 }
@@ -102,16 +102,15 @@ fn vm_restart_switch_twin_keeps_the_same_mount_and_stamp() {
     let uuid = common::new_uuid();
     let dev = sb.loop_device(64, &["mkfs.ext4", "-q", "-U", &uuid]);
     let mp = sb.path("storage").display().to_string();
-    let fake = sb.path("bin/nix-store");
-    sb.fake_exe(
-        &fake,
-        "echo /nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-system",
-    );
-    sb.sh_ok(&format!(
-        "mkdir -p {mp} && mount {} {mp} && mkdir -p {mp}/main/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-system {mp}/main/var/nix/db && umount {mp}",
-        dev.node
-    ));
-    let cfg = bind_config(&sb, &uuid, &mp, &fake);
+    if !common::nixstore::have_nix() {
+        return;
+    }
+    let system = common::nixstore::toy_system(1, 4, "-restart");
+    sb.sh_ok(&format!("mkdir -p {mp} && mount {} {mp}", dev.node));
+    common::nixstore::disk_store(&sb, &format!("{mp}/main"), &[&system]);
+    sb.sh_ok(&format!("umount {mp}"));
+    common::nixstore::boot(&sb, &system);
+    let cfg = bind_config(&sb, &uuid, &mp);
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let ids = mount_id_at(&sb, &mp);
@@ -220,34 +219,32 @@ fn vm_qemu_nvme_twin_without_the_bind_nothing_is_marked() {
 #[test]
 fn vm_unsafe_store_twin_missing_toplevel_is_refused() {
     let Some(mut sb) = Sandbox::new() else { return };
+    if !common::nixstore::have_nix() {
+        return;
+    }
     let uuid = common::new_uuid();
     let dev = sb.loop_device(64, &["mkfs.ext4", "-q", "-U", &uuid]);
     let mp = sb.path("storage").display().to_string();
-    let deps = [
-        "aaaa1111aaaa1111aaaa1111aaaa1111-glibc",
-        "bbbb2222bbbb2222bbbb2222bbbb2222-systemd",
-    ];
-    let toplevel = "cccc3333cccc3333cccc3333cccc3333-nixos-system-vm";
-    let mut seed = format!(
-        "mkdir -p {mp} && mount {} {mp} && mkdir -p {mp}/main/var/nix/db",
-        dev.node
+    let toplevel = common::nixstore::toy_system(1, 4, "-unsafe");
+    let deps: Vec<String> = common::nixstore::closure(&toplevel)
+        .into_iter()
+        .filter(|p| p.contains("toy-etc"))
+        .collect();
+    // The disk store and the stand-in VHDX hold everything but the toplevel.
+    let root = sb.path("vhdx").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {mp} {root} && mount {} {mp}", dev.node));
+    common::nixstore::import(
+        &sb,
+        &common::nixstore::nix_dir_uri(&format!("{mp}/main")),
+        &deps[0],
     );
-    for d in deps {
-        seed.push_str(&format!(" && mkdir -p {mp}/main/store/{d}"));
-    }
-    sb.sh_ok(&format!("{seed} && umount {mp}"));
-    let fake = sb.path("bin/nix-store");
-    sb.fake_exe(
-        &fake,
-        &format!(
-            "printf '/nix/store/%s\\n' {} {} {toplevel}",
-            deps[0], deps[1]
-        ),
-    );
-    let cfg = bind_config(&sb, &uuid, &mp, &fake);
-    let out = sb.helper(&cfg, &["mount"]);
+    common::nixstore::import(&sb, &common::nixstore::root_uri(&root), &deps[0]);
+    sb.sh_ok(&format!("umount {mp}"));
+    common::nixstore::boot(&sb, &toplevel);
+    let cfg = bind_config(&sb, &uuid, &mp);
+    let out = sb.helper(&cfg, &["--boot-root", &root, "mount"]);
     assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("1 of 3 paths in the closure of /run/booted-system are missing from {mp}/main/store (first: /nix/store/{toplevel})")), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("the booted system {toplevel} is valid neither in the disk store {mp}/main nor in the VHDX store")), "{}", output_text(&out));
     assert!(!sb.stamp_exists());
     let status = sb.helper(&cfg, &["status"]);
     assert_eq!(status.status.code(), Some(1));

@@ -3,43 +3,25 @@
 
 mod common;
 
-use common::{output_text, Sandbox};
+use common::{nixstore, output_text, Sandbox};
 use serde_json::json;
 
-const CLOSURE: &[&str] = &[
-    "/nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-glibc-2.40",
-    "/nix/store/1a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-bash-5.2",
-    "/nix/store/2a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-systemd-257",
-    "/nix/store/3a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-nixos-system-main",
-];
-
-/// A mounted storage disk whose `nixos-wsl-main` holds a store with
-/// `present` of the closure, and a fake nix-store printing the closure.
-fn setup(sb: &mut Sandbox, present: usize, extra: serde_json::Value) -> std::path::PathBuf {
+/// A mounted storage disk whose `nixos-wsl-main` holds a real Nix store
+/// with the closure of a toy system, which is the booted one.
+fn setup(sb: &mut Sandbox, extra: serde_json::Value) -> (std::path::PathBuf, String) {
+    let system = nixstore::toy_system(1, 4, "");
     let uuid = common::new_uuid();
     let dev = sb.loop_device(64, &["mkfs.ext4", "-q", "-U", &uuid]);
     sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
     let mp = sb.path("storage").display().to_string();
-    let mut script = format!(
-        "mkdir -p {mp} && mount {} {mp} && mkdir -p {mp}/nixos-wsl-main/store {mp}/nixos-wsl-main/var/nix/db",
-        dev.node
-    );
-    for path in &CLOSURE[..present] {
-        let name = path.trim_start_matches("/nix/store/");
-        script.push_str(&format!(" && mkdir {mp}/nixos-wsl-main/store/{name}"));
-    }
-    script.push_str(&format!(" && umount {mp}"));
-    sb.sh_ok(&script);
-    let fake = sb.path("bin/nix-store");
-    let args_log = sb.path("nix-store.args");
-    sb.fake_exe(
-        &fake,
-        &format!(
-            "echo \"$@\" > {}\nprintf '%s\\n' {}",
-            args_log.display(),
-            CLOSURE.join(" ")
-        ),
-    );
+    sb.sh_ok(&format!("mkdir -p {mp} && mount {} {mp}", dev.node));
+    nixstore::disk_store(sb, &format!("{mp}/nixos-wsl-main"), &[&system]);
+    sb.sh_ok(&format!("umount {mp}"));
+    nixstore::boot(sb, &system);
+    // The stand-in VHDX root boots the same system (status compares them).
+    let root = sb.path("vhdx").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {root}"));
+    nixstore::vhdx_root(sb, &root, &system);
     let mut cfg = json!({
         "deviceId": "nvme-FAKE_NVMe_0001",
         "fsUuid": uuid,
@@ -47,48 +29,56 @@ fn setup(sb: &mut Sandbox, present: usize, extra: serde_json::Value) -> std::pat
         "waitTimeout": 3,
         "bindMountNixStore": true,
         "nixStoreSubdir": "nixos-wsl-main",
-        "nixStoreCommand": fake.display().to_string(),
         "bindTarget": sb.path("nix").display().to_string(),
         "instanceDirs": {"nixos-wsl-main": {"owner": "root", "group": "root", "mode": "0755"}},
     });
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
-    sb.config("config.json", cfg)
+    (sb.config("config.json", cfg), system)
+}
+
+fn sandbox() -> Option<Sandbox> {
+    let sb = Sandbox::new()?;
+    nixstore::have_nix().then_some(sb)
 }
 
 #[test]
-fn a_store_missing_part_of_the_closure_is_refused_with_exit_6() {
-    let Some(mut sb) = Sandbox::new() else { return };
-    let cfg = setup(&mut sb, 2, json!({}));
+fn a_path_registered_but_deleted_from_the_store_is_refused_with_exit_6() {
+    let Some(mut sb) = sandbox() else { return };
+    let (cfg, system) = setup(&mut sb, json!({}));
+    let own = nixstore::closure(&system)
+        .into_iter()
+        .find(|p| p.contains("toy-own-1"))
+        .unwrap();
+    let mp = sb.path("storage").display().to_string();
+    sb.sh_ok(&format!(
+        "mount /dev/disk/by-id/nvme-FAKE_NVMe_0001 {mp} && rm -rf {mp}/nixos-wsl-main/store/{} && umount {mp}",
+        nixstore::store_name(&own)
+    ));
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("2 of 4 paths in the closure of /run/booted-system are missing"),
+        stderr.contains("1 of 4 paths in the closure of") && stderr.contains("are registered in"),
         "{stderr}"
     );
+    assert!(stderr.contains(&own), "names the missing path: {stderr}");
     assert!(
-        stderr.contains(CLOSURE[2]),
-        "names the first missing path: {stderr}"
-    );
-    assert!(
-        stderr.contains("rsync -aHAX"),
-        "says how to migrate: {stderr}"
+        stderr.contains("wsl-storage-mount migrate"),
+        "says how to fix: {stderr}"
     );
     assert!(!sb.stamp_exists());
     assert_eq!(sb.state()["outcome"], "failed");
     assert_eq!(sb.state()["exitCode"], 6);
     // The storage itself is mounted; only the bind is refused.
     assert_eq!(sb.mounts_at(&sb.path("storage").display().to_string()), 1);
-    let args = std::fs::read_to_string(sb.path("nix-store.args")).unwrap();
-    assert_eq!(args.trim(), "--query --requisites /run/booted-system");
 }
 
 #[test]
 fn a_dir_that_is_no_store_is_refused_and_a_stale_stamp_removed() {
-    let Some(mut sb) = Sandbox::new() else { return };
-    let cfg = setup(&mut sb, 4, json!({}));
+    let Some(mut sb) = sandbox() else { return };
+    let (cfg, _) = setup(&mut sb, json!({}));
     sb.sh_ok("echo old > /run/wsl-storage-mount/bind-ok");
     let mp = sb.path("storage").display().to_string();
     sb.sh_ok(&format!(
@@ -96,14 +86,14 @@ fn a_dir_that_is_no_store_is_refused_and_a_stale_stamp_removed() {
     ));
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("var/nix/db is not a directory"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nixos-wsl-main/var is not a directory"));
     assert!(!sb.stamp_exists(), "the stale stamp survived a failed run");
 }
 
 #[test]
 fn the_whole_closure_gets_the_stamp_and_mark_writes_the_marker_only_on_the_bind() {
-    let Some(mut sb) = Sandbox::new() else { return };
-    let cfg = setup(&mut sb, 4, json!({}));
+    let Some(mut sb) = sandbox() else { return };
+    let (cfg, _) = setup(&mut sb, json!({}));
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert!(sb.stamp_exists());
@@ -132,7 +122,15 @@ fn the_whole_closure_gets_the_stamp_and_mark_writes_the_marker_only_on_the_bind(
         .sh_ok(&format!("cat {mp}/nixos-wsl-main/.mounted"))
         .contains("is the bind of"));
 
-    let status = sb.helper(&cfg, &["status", "--json"]);
+    let status = sb.helper(
+        &cfg,
+        &[
+            "--boot-root",
+            &sb.path("vhdx").display().to_string(),
+            "status",
+            "--json",
+        ],
+    );
     assert_eq!(status.status.code(), Some(0), "{}", output_text(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["bind"]["isBind"], true);
@@ -140,19 +138,26 @@ fn the_whole_closure_gets_the_stamp_and_mark_writes_the_marker_only_on_the_bind(
 
     // A bind of another directory is not the bind.
     sb.sh_ok(&format!(
-        "umount {nix} && mkdir -p {mp}/other && mount --bind {mp}/other {nix}"
+        "umount -R {nix} && mkdir -p {mp}/other && mount --bind {mp}/other {nix}"
     ));
     let out = sb.helper(&cfg, &["mark"]);
     assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
-    let status = sb.helper(&cfg, &["status"]);
+    let status = sb.helper(
+        &cfg,
+        &[
+            "--boot-root",
+            &sb.path("vhdx").display().to_string(),
+            "status",
+        ],
+    );
     assert_eq!(status.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&status.stdout).contains("is NOT the bind of"));
 }
 
 #[test]
 fn fallback_mark_goes_on_without_the_bind() {
-    let Some(mut sb) = Sandbox::new() else { return };
-    let cfg = setup(&mut sb, 4, json!({"onMissing": "fallback"}));
+    let Some(mut sb) = sandbox() else { return };
+    let (cfg, _) = setup(&mut sb, json!({"onMissing": "fallback"}));
     let nix = sb.path("nix").display().to_string();
     sb.sh_ok(&format!("mkdir -p {nix} && touch {nix}/.mounted"));
     let out = sb.helper(&cfg, &["mark"]);
@@ -181,8 +186,8 @@ fn helper_with_systemd_state(
 
 #[test]
 fn the_bind_waits_for_boot_when_the_system_is_already_up() {
-    let Some(mut sb) = Sandbox::new() else { return };
-    let cfg = setup(&mut sb, 4, json!({}));
+    let Some(mut sb) = sandbox() else { return };
+    let (cfg, _) = setup(&mut sb, json!({}));
     let nix = sb.path("nix").display().to_string();
     sb.sh_ok(&format!("mkdir -p {nix}"));
 

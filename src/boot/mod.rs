@@ -21,7 +21,7 @@ use crate::mountinfo;
 use crate::state::{self, RunState};
 use crate::store;
 
-pub fn run(cfg: &Config, config_path: &Path) -> Result<Exit> {
+pub fn run(cfg: &Config, config_path: &Path, boot_root: &Path) -> Result<Exit> {
     crate::log::open_file(Path::new(&cfg.log_file));
     log::info!(
         "mount: starting (config {}, {}, mount point {})",
@@ -36,7 +36,7 @@ pub fn run(cfg: &Config, config_path: &Path) -> Result<Exit> {
         mount_point: cfg.mount_point.clone(),
         ..RunState::default()
     };
-    let result = steps(cfg, &mut record);
+    let result = steps(cfg, &mut record, boot_root);
     record.duration_ms = started.elapsed().as_millis() as u64;
     record.finished_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     match &result {
@@ -58,7 +58,7 @@ pub fn run(cfg: &Config, config_path: &Path) -> Result<Exit> {
     result
 }
 
-fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
+fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> {
     // 1. The device.
     let waited = device::wait_for_device(cfg)?;
     record.waited_ms = waited.waited.as_millis() as u64;
@@ -81,8 +81,10 @@ fn steps(cfg: &Config, record: &mut RunState) -> Result<Exit> {
 
     // 6. The store guard.
     if cfg.bind_mount_nix_store {
-        let closure = store::verify(cfg)?;
+        let verified = store::guard::verify(cfg, boot_root)?;
+        let closure = verified.closure;
         record.store_verified = true;
+        record.healed_paths = verified.healed;
         let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
         if store::bind_state(cfg, &mounts).is_bind {
             log::info!(

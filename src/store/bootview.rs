@@ -9,9 +9,6 @@
 //! mount namespace of this process: nothing is left mounted when it exits,
 //! and no other process ever sees it.
 
-// Used by sync-boot and migrate, which land next.
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

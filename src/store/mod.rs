@@ -1,10 +1,7 @@
-//! The store guard: is `mountPoint/nixStoreSubdir` safe to put over /nix?
-//! And the marker step that runs after the bind.
-//!
-//! After the bind every new exec resolves in the new /nix, so the target
-//! must already hold the whole closure of the booted system (and a Nix
-//! database). The helper checks that before it writes the stamp that lets
-//! the bind mount unit proceed.
+//! The store lifecycle: the guard (is the disk store safe to put over /nix,
+//! healed from the VHDX when it lacks the booted system), the stamp that
+//! lets the bind proceed, the marker after it, and `sync-boot`, which keeps
+//! the VHDX's boot generation in step with what is deployed on the disk.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,13 +17,10 @@ use crate::mountinfo::{self, MountEntry};
 use crate::state;
 
 pub mod bootview;
-
-pub const BOOTED_SYSTEM: &str = "/run/booted-system";
-const STORE_PREFIX: &str = "/nix/store/";
-/// nix-store on a cold disk can be slow, but never this slow.
-const NIX_STORE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How many missing paths the refusal names.
-const SHOW_MISSING: usize = 5;
+pub mod guard;
+pub mod nixcli;
+pub mod nixdb;
+pub mod sync;
 
 pub fn stamp_path() -> PathBuf {
     state::run_dir().join("bind-ok")
@@ -34,110 +28,6 @@ pub fn stamp_path() -> PathBuf {
 
 pub fn marker_path(cfg: &Config) -> PathBuf {
     Path::new(&cfg.bind_target).join(".mounted")
-}
-
-/// The closure of the booted system, as `nix-store --query --requisites`
-/// prints it.
-fn booted_closure(cfg: &Config) -> Result<Vec<String>> {
-    let mut cmd = Command::new(&cfg.nix_store_command);
-    cmd.args(["--query", "--requisites", BOOTED_SYSTEM]);
-    let out = crate::proc::run(cmd, NIX_STORE_TIMEOUT)
-        .map_err(|e| {
-            fail(
-                Exit::UnsafeStore,
-                format!(
-                    "cannot run nixStoreCommand \"{}\" to list the closure of {BOOTED_SYSTEM}: {e}; set nixStoreCommand to the nix-store binary",
-                    cfg.nix_store_command
-                ),
-            )
-        })?;
-    if !out.success() {
-        return Err(fail(
-            Exit::UnsafeStore,
-            format!(
-                "`{} --query --requisites {BOOTED_SYSTEM}` failed ({}): {}; without the closure the store cannot be verified, so /nix stays as it is",
-                cfg.nix_store_command,
-                out.describe(NIX_STORE_TIMEOUT),
-                out.stderr_text()
-            ),
-        ));
-    }
-    let paths: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    if paths.is_empty() {
-        return Err(fail(
-            Exit::UnsafeStore,
-            format!("nixStoreCommand printed an empty closure for {BOOTED_SYSTEM}; refusing to trust it"),
-        ));
-    }
-    Ok(paths)
-}
-
-/// Verify the store and return the size of the closure that was found.
-pub fn verify(cfg: &Config) -> Result<usize> {
-    let Some(dir) = cfg.store_dir() else {
-        return Err(fail(Exit::Config, "nixStoreSubdir is not set"));
-    };
-    let dir = Path::new(&dir);
-    let migrate = format!(
-        "copy this instance's store there first: `systemctl stop nix-daemon.socket nix-daemon.service && rsync -aHAX --numeric-ids /nix/ {}/`, then restart wsl-storage-mount (see README, \"Migrating the store\")",
-        dir.display()
-    );
-    for sub in ["store", "var/nix/db"] {
-        let p = dir.join(sub);
-        let is_real_dir = fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
-        if !is_real_dir {
-            return Err(fail(
-                Exit::UnsafeStore,
-                format!(
-                    "{} is not a directory, so {} is not a Nix store; refusing to bind it over {}. Next: {migrate}",
-                    p.display(),
-                    dir.display(),
-                    cfg.bind_target
-                ),
-            ));
-        }
-    }
-    let closure = booted_closure(cfg)?;
-    let mut missing = Vec::new();
-    for path in &closure {
-        let Some(name) = path
-            .strip_prefix(STORE_PREFIX)
-            .filter(|n| !n.contains('/') && !n.is_empty())
-        else {
-            return Err(fail(
-                Exit::UnsafeStore,
-                format!("nixStoreCommand printed \"{path}\", which is not a /nix/store path; refusing to trust its closure"),
-            ));
-        };
-        if fs::symlink_metadata(dir.join("store").join(name)).is_err() {
-            missing.push(path.as_str());
-        }
-    }
-    if !missing.is_empty() {
-        let shown: Vec<&str> = missing.iter().take(SHOW_MISSING).copied().collect();
-        return Err(fail(
-            Exit::UnsafeStore,
-            format!(
-                "{} of {} paths in the closure of {BOOTED_SYSTEM} are missing from {}/store (first: {}); binding it over {} would break the running system. Next: {migrate}",
-                missing.len(),
-                closure.len(),
-                dir.display(),
-                shown.join(", "),
-                cfg.bind_target
-            ),
-        ));
-    }
-    log::info!(
-        "store {} holds all {} paths of the closure of {BOOTED_SYSTEM}",
-        dir.display(),
-        closure.len()
-    );
-    Ok(closure.len())
 }
 
 /// Is the system still booting? The /nix swap belongs to boot: a
@@ -154,7 +44,7 @@ pub fn system_is_booting() -> Result<bool, String> {
     cmd.arg("is-system-running");
     let out = crate::proc::run(cmd, Duration::from_secs(10))
         .map_err(|e| format!("cannot run `systemctl is-system-running`: {e}"))?;
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let state = out.stdout_text().trim().to_string();
     match state.as_str() {
         "initializing" | "starting" => Ok(true),
         "running" | "degraded" | "maintenance" | "stopping" => Ok(false),
@@ -218,6 +108,59 @@ pub fn bind_state(cfg: &Config, mounts: &[MountEntry]) -> BindState {
     }
 }
 
+/// Whether `bindTarget/store` is mounted read-only (as NixOS-WSL's shim
+/// mounts the VHDX's /nix/store; the /nix bind hides that mount).
+pub fn store_is_read_only(cfg: &Config, mounts: &[MountEntry]) -> bool {
+    let store = format!("{}/store", cfg.bind_target.trim_end_matches('/'));
+    mountinfo::top_at(mounts, &store).is_some_and(|m| m.has_option("ro"))
+}
+
+/// Bind `bindTarget/store` onto itself read-only, as the shim does: under
+/// the bind, any root process could otherwise write into the store.
+/// nix-daemon remounts it writable in a namespace of its own, as on every
+/// NixOS with a read-only store.
+fn ensure_store_read_only(cfg: &Config) -> Result<()> {
+    let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
+    if store_is_read_only(cfg, &mounts) {
+        log::info!("{}/store is already read-only", cfg.bind_target);
+        return Ok(());
+    }
+    let store = PathBuf::from(format!("{}/store", cfg.bind_target.trim_end_matches('/')));
+    let meta = fs::symlink_metadata(&store)
+        .with_context(|| format!("{} (the store under the bind)", store.display()))?;
+    if !meta.is_dir() {
+        return Err(fail(
+            Exit::Mount,
+            format!(
+                "{} is not a directory; the bind is not a Nix store",
+                store.display()
+            ),
+        ));
+    }
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some(&store),
+        &store,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("binding {} onto itself", store.display()))?;
+    mount(
+        None::<&str>,
+        &store,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .with_context(|| format!("making {} read-only", store.display()))?;
+    log::info!(
+        "{} is now read-only (nix-daemon writes in its own namespace)",
+        store.display()
+    );
+    Ok(())
+}
+
 /// `mark`: after the bind mount unit, write the marker only when the bind
 /// is real.
 pub fn mark(cfg: &Config) -> Result<Exit> {
@@ -229,6 +172,7 @@ pub fn mark(cfg: &Config) -> Result<Exit> {
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
     let bind = bind_state(cfg, &mounts);
     if bind.is_bind {
+        ensure_store_read_only(cfg)?;
         let body = format!(
             "{} is the bind of {}\n",
             cfg.bind_target,

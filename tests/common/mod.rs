@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod nixstore;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
