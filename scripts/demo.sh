@@ -6,13 +6,17 @@
 #      one referring to the other) into this machine's store;
 #   2. make an ext4 image, attach it to a loop device (the disk Windows
 #      would attach), and in a private mount namespace:
-#   3. put an incomplete copy of the store in the instance dir (the
-#      system's dependency, not the system itself): `mount` refuses to let
-#      the bind happen (exit 6, and says why);
-#   4. complete the copy: `mount` accepts it and writes the stamp; play
-#      systemd's nix.mount (bind the instance dir over a stand-in for /nix)
-#      and run `mark`, which writes the marker only on the real bind;
-#   5. `status`.
+#   3. make a stand-in for the VHDX's root filesystem (--boot-root): a chroot
+#      store holding the toy system, its `system` profile pointing at it;
+#   4. put an incomplete copy of the store in the instance dir (the
+#      system's dependency, not the system itself): with a VHDX that lacks
+#      the system too, `mount` refuses to let the bind happen (exit 6, and
+#      says why);
+#   5. `mount` with the stand-in VHDX: the helper heals the disk store from
+#      it with Nix's own tools and writes the stamp; play systemd's nix.mount
+#      (bind the instance dir over a stand-in for /nix) and run `mark`, which
+#      writes the marker only on the real bind;
+#   6. `status`: the VHDX boots what the disk deployed.
 #
 # Nothing stays behind: the mounts vanish with the namespace, /run there is
 # a private tmpfs (the helper's run dir is inside the work dir:
@@ -142,6 +146,13 @@ cat >"$work/config.json" <<JSON
 }
 JSON
 helper() { "$bin" --config "$work/config.json" "$@"; }
+# A profile as nix-env --set leaves it: system -> system-1-link -> the system.
+set_profile() {
+  mkdir -p "$1"
+  ln -sfn "$2" "$1/system-1-link"
+  ln -sfn system-1-link "$1/system"
+}
+mapfile -t closure < <(nix-store --query --requisites "$system")
 
 echo
 echo "== config ($work/config.json; bindTarget is a stand-in for /nix)"
@@ -151,23 +162,35 @@ echo "== wsl-storage-mount check"
 helper check
 
 echo
+echo "== a stand-in VHDX root ($work/vhdx): the toy system's closure and its system profile"
+vhdx="$work/vhdx"
+mkdir -p "$vhdx"
+nix-store --export "${closure[@]}" | nix-store --store "local?root=$vhdx" --import >/dev/null
+set_profile "$vhdx/nix/var/nix/profiles" "$system"
+echo "   $vhdx/nix/var/nix/profiles/system -> $(readlink "$vhdx/nix/var/nix/profiles/system") -> $system"
+
+echo
 echo "== an incomplete store in the instance dir: the dependency, not the system"
 mkdir -p "$work/stage"
 mount "$loop" "$work/stage"
 mkdir -p "$work/stage/nixos-wsl-main"
-mapfile -t closure < <(nix-store --query --requisites "$system")
 dependencies=()
 for path in "${closure[@]}"; do
   [ "$path" = "$system" ] || dependencies+=("$path")
 done
 import_into "$work/stage/nixos-wsl-main" "${dependencies[@]}"
+# The deployment itself was recorded, as when the disk was missing during it.
+set_profile "$work/stage/nixos-wsl-main/var/nix/profiles" "$system"
 umount "$work/stage"
 echo "   imported: ${dependencies[*]}"
 
 echo
-echo "== wsl-storage-mount mount (must refuse: exit 6, no stamp)"
+echo "== wsl-storage-mount --boot-root $work/older-vhdx mount (a VHDX that lacks the system too: must refuse, exit 6, no stamp)"
+# A VHDX store that holds the dependency only: nothing to heal from.
+mkdir -p "$work/older-vhdx"
+nix-store --export "${dependencies[@]}" | nix-store --store "local?root=$work/older-vhdx" --import >/dev/null
 set +e
-helper mount
+helper --boot-root "$work/older-vhdx" mount
 code=$?
 set -e
 echo "   exit code $code"
@@ -181,13 +204,8 @@ if [ -e "$WSL_STORAGE_MOUNT_RUN_DIR/bind-ok" ]; then
 fi
 
 echo
-echo "== the rest of the closure into the instance dir (the disk stays mounted at $storage)"
-import_into "$sub" "$system"
-echo "   imported: $system"
-
-echo
-echo "== wsl-storage-mount mount (accepts it: exit 0, writes the stamp)"
-helper mount
+echo "== wsl-storage-mount --boot-root $vhdx mount (the VHDX holds the system: heal, then the stamp)"
+helper --boot-root "$vhdx" mount
 test -e "$WSL_STORAGE_MOUNT_RUN_DIR/bind-ok"
 echo "   stamp: $WSL_STORAGE_MOUNT_RUN_DIR/bind-ok"
 
@@ -203,8 +221,8 @@ helper mark
 ls -l "$target/.mounted"
 
 echo
-echo "== wsl-storage-mount status"
-helper status
+echo "== wsl-storage-mount --boot-root $vhdx status"
+helper --boot-root "$vhdx" status
 
 echo
 echo "== the log file ($work/wsl-mount.log) holds the same lines as above, timestamped: $(wc -l <"$work/wsl-mount.log") lines"
