@@ -57,7 +57,8 @@ step "every .nix file parses (nix-instantiate --parse)"
 if command -v nix-instantiate >/dev/null; then
   parsed=0 broken=0
   while IFS= read -r f; do
-    if nix-instantiate --parse "$f" >/dev/null; then parsed=$((parsed + 1)); else echo "does not parse: $f"; broken=$((broken + 1)); fi
+    # (Debian's nix-bin warns about a missing nixbld group; parsing needs none.)
+    if NIX_CONFIG="build-users-group =" nix-instantiate --parse "$f" >/dev/null; then parsed=$((parsed + 1)); else echo "does not parse: $f"; broken=$((broken + 1)); fi
   done < <(git ls-files --cached --others --exclude-standard '*.nix')
   echo "nix-parse: $parsed passed, $broken failed"
   [ "$broken" -eq 0 ] || failed+=("nix-parse")
