@@ -61,7 +61,10 @@ if command -v nix-instantiate >/dev/null; then
     if NIX_CONFIG="build-users-group =" nix-instantiate --parse "$f" >/dev/null; then parsed=$((parsed + 1)); else echo "does not parse: $f"; broken=$((broken + 1)); fi
   done < <(git ls-files --cached --others --exclude-standard '*.nix')
   echo "nix-parse: $parsed passed, $broken failed"
-  [ "$broken" -eq 0 ] || failed+=("nix-parse")
+  if [ "$broken" -ne 0 ] || [ "$parsed" -eq 0 ]; then
+    [ "$parsed" -eq 0 ] && echo "no .nix file found (git ls-files failed?)"
+    failed+=("nix-parse")
+  fi
 else
   missing nix-parse "nix-instantiate is missing (apt-get install nix-bin)"
 fi
