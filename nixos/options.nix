@@ -406,10 +406,13 @@ in
       logPath = mkOption {
         type = windowsPath;
         default = null;
-        example = "%LOCALAPPDATA%\\wsl-storage-mount\\attach.log";
+        example = "%ProgramData%\\wsl-storage-mount\\attach.log";
         description = ''
           Windows path of the attach script's transcript; `null` keeps the
-          helper's default under %LOCALAPPDATA%.
+          default, `%ProgramData%\\wsl-storage-mount\\attach.log`. The script
+          runs elevated, so it writes a transcript only into a directory that
+          administrators and SYSTEM alone can change (as register-task.ps1
+          makes `%ProgramData%\\wsl-storage-mount`); elsewhere it runs without one.
         '';
       };
 

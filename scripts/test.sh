@@ -53,6 +53,17 @@ if [ "$(id -u)" -ne 0 ] && $ci; then
   failed+=("integration-tests")
 fi
 
+step "the generated PowerShell parses (tree-sitter-powershell; scripts/check-powershell.py)"
+py=${PYTHON:-python3}
+if "$py" -c 'import tree_sitter, tree_sitter_powershell' 2>/dev/null; then
+  run powershell-parse sh -c "cargo build --quiet && \"$py\" scripts/check-powershell.py target/debug/wsl-storage-mount"
+elif [ "${CI:-}" = true ]; then
+  echo "powershell-parse: tree-sitter and tree-sitter-powershell are missing, and CI=true: .ci/run installs them"
+  failed+=("powershell-parse")
+else
+  echo "skipped: $py lacks tree-sitter (pip install tree-sitter tree-sitter-powershell)"
+fi
+
 step "every .nix file parses (nix-instantiate --parse)"
 if command -v nix-instantiate >/dev/null; then
   parsed=0 broken=0

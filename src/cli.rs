@@ -152,16 +152,20 @@ Example:
 
     /// Print the script that registers the elevated scheduled task (register-task.ps1).
     #[command(after_help = "\
-Run its output once in an elevated PowerShell.
+Run its output in an elevated PowerShell, once and again whenever attach.ps1
+changes: it carries attach.ps1 (with its SHA-256), installs it into
+%ProgramData%\\wsl-storage-mount (administrators only) and registers the task
+that runs that copy.
 
 Example:
   wsl-storage-mount windows-task > register-task.ps1")]
     WindowsTask,
 
-    /// Copy attach.ps1 and register-task.ps1 to a Windows directory.
+    /// Stage attach.ps1 and register-task.ps1 in a Windows directory.
     #[command(after_help = "\
 Rewrites a file only when its content changed. Never fails hard when Windows is
-unreachable (it warns and exits 0).
+unreachable (it warns and exits 0). Never writes the attach.ps1 the task runs:
+only register-task.ps1, run elevated, installs that one.
 
 Examples:
   wsl-storage-mount install-windows-files

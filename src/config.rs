@@ -487,6 +487,16 @@ impl Reader {
                     "diskSerialNumber",
                     "may hold only letters, digits, '_', '.', '-' and spaces; copy it from `Get-PhysicalDisk | Select SerialNumber` in PowerShell",
                 );
+            } else if !crate::windows::script::normalize_serial(s)
+                .chars()
+                .any(|c| c.is_ascii_alphanumeric())
+            {
+                // attach.ps1 compares serials without '_', '.' and spaces;
+                // an empty one would match every disk that reports none.
+                self.problem(
+                    "diskSerialNumber",
+                    format!("\"{s}\" has no letter or digit once '_', '.' and spaces are dropped, as attach.ps1 compares serials; copy it from `Get-PhysicalDisk | Select SerialNumber` in PowerShell"),
+                );
             }
         }
         let mount_name = self.opt_string(obj, "mountName", "mountName");
@@ -686,12 +696,30 @@ impl Reader {
                     "windows.taskName",
                     "may hold only letters, digits, '_', '.', '-', spaces and '\\' (task folders), e.g. \"wsl-storage-mount\"",
                 );
+            } else if t
+                .split('\\')
+                .filter(|part| !part.is_empty())
+                .any(|part| part.starts_with([' ', '.']) || part.ends_with([' ', '.']))
+            {
+                // Task Scheduler refuses such names, and the trigger,
+                // doctor and register-task.ps1 would each see another task.
+                self.problem(
+                    "windows.taskName",
+                    format!("\"{t}\": a task or folder name may not start or end with a space or '.', as Task Scheduler refuses them"),
+                );
             }
         }
         let script_path = self.opt_string(obj, "scriptPath", "windows.scriptPath");
         if let Some(p) = &script_path {
             if let Err(why) = windows_path(p) {
                 self.problem("windows.scriptPath", why);
+            } else if !p.to_ascii_lowercase().ends_with(".ps1") {
+                // powershell.exe -File runs only .ps1 files, and `& path`
+                // would open any other file with its associated program.
+                self.problem(
+                    "windows.scriptPath",
+                    format!("\"{p}\" must name a .ps1 file, e.g. \"C:\\\\wsl\\\\attach.ps1\""),
+                );
             }
         }
         let log_path = self.opt_string(obj, "logPath", "windows.logPath");
@@ -841,13 +869,14 @@ fn is_account_name(s: &str) -> bool {
 }
 
 /// A Windows path that reaches PowerShell: a drive path such as
-/// `C:\wsl\attach.ps1`, or one starting with `%LOCALAPPDATA%\` or
-/// `%USERPROFILE%\`. Only a plain character set is allowed, so nothing in
+/// `C:\wsl\attach.ps1`, or one starting with `%LOCALAPPDATA%\`,
+/// `%USERPROFILE%\` or `%ProgramData%\`. Only a plain character set is allowed, so nothing in
 /// it can be read by PowerShell as code even before quoting.
 pub fn windows_path(p: &str) -> Result<(), String> {
     let rest = if let Some(rest) = p
         .strip_prefix("%LOCALAPPDATA%\\")
         .or_else(|| p.strip_prefix("%USERPROFILE%\\"))
+        .or_else(|| p.strip_prefix("%ProgramData%\\"))
     {
         rest
     } else {
@@ -865,13 +894,28 @@ pub fn windows_path(p: &str) -> Result<(), String> {
             c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ' ' | '\\' | '(' | ')')
         })
         && !rest.split('\\').any(|part| part == "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    if !ok {
+        return Err(format!(
             "\"{p}\" may hold only letters, digits, spaces, '_', '.', '-', '(', ')' and '\\' after the drive, and no '..'"
-        ))
+        ));
     }
+    // Windows drops a trailing '.' or space from a name and treats CON,
+    // NUL, COM1 ... as devices: such a path is not the file it looks like.
+    for part in rest.split('\\') {
+        let stem = part.split('.').next().unwrap_or("").trim_end();
+        let device = matches!(
+            stem.to_ascii_uppercase().as_str(),
+            "CON" | "PRN" | "AUX" | "NUL"
+        ) || (stem.len() == 4
+            && ["COM", "LPT"].contains(&stem[..3].to_ascii_uppercase().as_str())
+            && stem.as_bytes()[3].is_ascii_digit());
+        if part.is_empty() || part.ends_with(['.', ' ']) || part.starts_with(' ') || device {
+            return Err(format!(
+                "\"{p}\": \"{part}\" is not a usable Windows file or folder name (empty, ends with '.' or a space, starts with a space, or a device name such as NUL or COM1); name the file itself, e.g. \"C:\\\\wsl\\\\attach.ps1\""
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The known key nearest to a misspelt one, for "did you mean".

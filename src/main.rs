@@ -75,7 +75,7 @@ fn run(cli: &Cli) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::WindowsTask => {
-            print_stdout(&windows::script::register_script(&cfg))?;
+            print_stdout(&windows::script::register_script(&cfg)?)?;
             Ok(Exit::Success)
         }
         Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),

@@ -136,12 +136,15 @@ fn vm_windows_trigger_twin_schtasks_brings_the_disk_in() {
     sb.sh_ok(&format!("mkfs.ext4 -q -U {uuid} {}", image.display()));
     let schtasks = sb.path("mnt/c/Windows/System32/schtasks.exe");
     let args_log = sb.path("schtasks.args");
-    // Like the scheduled task: attach the disk (here: a loop device and the
-    // by-id link udev would make) a little later, in the background.
+    // Like the scheduled task: on /Run, attach the disk (here: a loop device
+    // and the by-id link udev would make) a little later, outside the fake's
+    // process group (the helper kills that group when the fake exits), as
+    // Windows does the work outside it. `/Query` (the task's last result)
+    // knows nothing here, as in the VM test.
     sb.fake_exe(
         &schtasks,
         &format!(
-            "echo \"$*\" >> {args}\n( sleep 0.3; dev=$(losetup --find --show {img}); echo \"$dev\" > {args}.dev; ln -s \"$dev\" /dev/disk/by-id/nvme-FAKE_NVMe_0001 ) &\necho 'SUCCESS: Attempted to run the scheduled task \"wsl-storage-mount\".'",
+            "case \"$1\" in /Run) ;; *) exit 0 ;; esac\necho \"$*\" >> {args}\nsetsid -f sh -c 'sleep 0.3; dev=$(losetup --find --show {img}); echo \"$dev\" > {args}.dev; ln -s \"$dev\" /dev/disk/by-id/nvme-FAKE_NVMe_0001' >/dev/null 2>&1\necho 'SUCCESS: Attempted to run the scheduled task \"wsl-storage-mount\".'",
             args = args_log.display(),
             img = image.display()
         ),

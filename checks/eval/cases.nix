@@ -911,7 +911,18 @@ in
         (expect "the install service runs install-windows-files, failure ignored" (
           install.serviceConfig.ExecStart == "-${helperCommand config "install-windows-files"}"
         ))
-        (expect "it runs after multi-user.target" (elem "multi-user.target" install.after))
+        # A unit a target wants is ordered before that target unless it has
+        # DefaultDependencies=no; after it as well would be a cycle, and
+        # systemd would drop the job.
+        (expect "it runs after multi-user.target, which wants it" (
+          elem "multi-user.target" install.after && elem "multi-user.target" install.wantedBy
+        ))
+        (expect "without default dependencies, so that is no ordering cycle" (
+          install.unitConfig.DefaultDependencies == false
+        ))
+        (expect "stopped at shutdown, as default dependencies would" (
+          elem "shutdown.target" install.conflicts && elem "shutdown.target" install.before
+        ))
         (expect "installFiles is not written to the helper's config" (
           !(config.wslStorageMount.generatedConfig.windows ? installFiles)
         ))

@@ -191,7 +191,7 @@ fn missing(cfg: &Config, record: &mut RunState, triggers: &[String]) -> Result<E
     let next = match cfg.windows.trigger {
         Trigger::Task => format!(
             "check the scheduled task in Windows (`schtasks /Query /TN \"{}\"`, its log) or attach the disk by hand in an elevated PowerShell: `wsl --mount \\\\.\\PHYSICALDRIVE<n> --bare`; then `systemctl restart wsl-storage-mount`",
-            cfg.windows.task_name.as_deref().unwrap_or("")
+            crate::windows::script::task_name(&cfg.windows)
         ),
         _ => "attach the disk in an elevated PowerShell: `wsl --mount \\\\.\\PHYSICALDRIVE<n> --bare` (register-task.ps1 automates this at logon); then `systemctl restart wsl-storage-mount`".to_string(),
     };
