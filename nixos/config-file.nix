@@ -34,6 +34,7 @@ in
           waitTimeout
           bindMountNixStore
           nixStoreSubdir
+          bootGenerations
           onMissing
           diskSerialNumber
           mountName
@@ -61,9 +62,10 @@ in
         name = "wsl-storage-mount.json";
         text = builtins.toJSON cfg.generatedConfig;
         # Bad settings fail the system build with the helper's own message,
-        # which names every offending key.
+        # which names every offending key. The helper that runs here is the
+        # build platform's (the system may be cross-compiled).
         checkPhase = ''
-          ${lib.getExe cfg.package} --config "$out" check
+          ${lib.getExe cfg.buildPlatformPackage} --config "$out" check
         '';
       };
     };
