@@ -44,6 +44,9 @@ in
         mountPoint = if cfg.mountPoint == "/" then "/" else lib.removeSuffix "/" cfg.mountPoint;
         instanceDirs = lib.mapAttrs (_: dir: { inherit (dir) owner group mode; }) cfg.instanceDirs;
         nixStoreCommand = lib.getExe' config.nix.package "nix-store";
+        # The helper stops a fsck that runs longer (exit 4, nothing mounted)
+        # before systemd's start timeout, which includes the same allowance.
+        fsckTimeout = cfg.fsckAllowance;
         windows = withoutNulls {
           inherit (cfg.windows)
             trigger

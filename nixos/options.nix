@@ -227,7 +227,9 @@ in
         (`TimeoutStartSec` = {option}`wslStorageMount.waitTimeout` +
         {option}`wslStorageMount.windows.triggerAttempts` ×
         {option}`wslStorageMount.windows.triggerTimeout` + this); systemd
-        kills the step when it runs out, so err on the long side.
+        kills the step when it runs out, so err on the long side. It is also
+        the helper's `fsckTimeout`: a fsck running longer is stopped and the
+        disk is not mounted (the boot goes on as with a missing disk).
       '';
     };
 

@@ -442,9 +442,9 @@ fn bad_configs_exit_2_naming_each_key() {
     // A 10 MB unknown key: reported at once, and echoed in a few dozen
     // characters, not in full.
     let huge = format!(r#"{{"fsLabel": "x", "{}": 1}}"#, "k".repeat(10 << 20));
-    let cfg = sb.path("huge.json");
+    let cfg = tmp.path().join("huge.json");
     std::fs::write(&cfg, huge).unwrap();
-    let out = sb.helper(&cfg, &["check"]);
+    let out = common::check_config(&cfg);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out).len());
     assert!(
         out.stderr.len() < 4096,
@@ -453,13 +453,13 @@ fn bad_configs_exit_2_naming_each_key() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("(10485760 bytes): unknown key"));
     // A FIFO as the config is refused, not waited on.
-    let fifo = sb.path("config.fifo");
+    let fifo = tmp.path().join("config.fifo");
     assert!(std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap()
         .success());
-    let out = sb.helper(&fifo, &["check"]);
+    let out = common::check_config(&fifo);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
     // A missing config file is a config problem too.

@@ -49,6 +49,7 @@ let
     "fsType"
     "mountOptions"
     "waitTimeout"
+    "fsckTimeout"
     "fsck"
     "instanceDirs"
     "bindMountNixStore"
@@ -81,6 +82,11 @@ let
   helperCommand =
     config: command:
     "${lib.getExe config.wslStorageMount.package} --config ${config.wslStorageMount.configFile} ${command}";
+
+  # What runs at build time: the build platform's helper.
+  buildHelperCommand =
+    config: command:
+    "${lib.getExe config.wslStorageMount.buildPlatformPackage} --config ${config.wslStorageMount.configFile} ${command}";
 
   # The failed assertions of this module (NixOS has its own as well).
   ourFailures =
@@ -213,6 +219,7 @@ in
       (expect "TimeoutStartSec is 30 + 5 x 40 + 3600" (
         (svc config).serviceConfig.TimeoutStartSec == 30 + 5 * 40 + 3600
       ))
+      (expect "the helper's fsckTimeout is the allowance" (config.wslStorageMount.generatedConfig.fsckTimeout == 3600))
     ];
   };
 
@@ -883,12 +890,12 @@ in
       { wslStorageMount.diskSerialNumber = serial; }
     ];
     checks = config: [
-      (expect "attach.ps1 is the helper's windows-script" (
-        hasInfix (helperCommand config "windows-script")
+      (expect "attach.ps1 is the build platform helper's windows-script" (
+        hasInfix (buildHelperCommand config "windows-script")
           config.environment.etc."wsl-storage-mount/attach.ps1".source.buildCommand
       ))
-      (expect "register-task.ps1 is the helper's windows-task" (
-        hasInfix (helperCommand config "windows-task")
+      (expect "register-task.ps1 is the build platform helper's windows-task" (
+        hasInfix (buildHelperCommand config "windows-task")
           config.environment.etc."wsl-storage-mount/register-task.ps1".source.buildCommand
       ))
     ];
