@@ -10,7 +10,8 @@
 let
   cfg = config.wslStorageMount;
 
-  helper = command: "${lib.getExe cfg.package} --config ${cfg.configFile} ${command}";
+  # Generated at build time: the build platform's helper (cross builds).
+  helper = command: "${lib.getExe cfg.buildPlatformPackage} --config ${cfg.configFile} ${command}";
 
   generated =
     name: command:

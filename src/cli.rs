@@ -31,6 +31,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
 
+    /// Where state.json and the bind stamp live. The NixOS module's units use
+    /// the default; tests and the demo point it at a private directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "WSL_STORAGE_MOUNT_RUN_DIR",
+        default_value = crate::state::RUNTIME_DIR
+    )]
+    pub run_dir: PathBuf,
+
     /// The root filesystem NixOS-WSL boots from (the VHDX), whose /nix is
     /// reached through a private non-recursive bind: the boot store is
     /// DIR/nix. Tests point it at a stand-in root.

@@ -110,6 +110,7 @@ fn print_stdout(text: &str) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::log::init(cli.verbose);
+    crate::state::set_run_dir(cli.run_dir.clone());
     match run(&cli) {
         Ok(exit) => ExitCode::from(exit.code() as u8),
         Err(err) => {

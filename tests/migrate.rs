@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{have_tool, output_text, Sandbox};
+use common::{output_text, Sandbox};
 use serde_json::json;
 
 const SUBDIR: &str = "nixos-wsl-main";
@@ -47,9 +47,16 @@ fn toy_system() -> String {
 
 fn setup(disk_mb: u64) -> Option<Env> {
     let mut sb = Sandbox::new()?;
-    if !have_tool("nix-store") || !have_tool("nix-build") || !have_tool("sqlite3") {
-        eprintln!("skipped: needs nix-store and nix-build (apt-get install nix-bin) and sqlite3");
-        return None;
+    for (tool, package) in [
+        ("nix-store", "nix-bin"),
+        ("nix-build", "nix-bin"),
+        ("sqlite3", "sqlite3"),
+        ("setfattr", "attr"),
+        ("setfacl", "acl"),
+    ] {
+        if !common::tool_for_case(tool, package, "migrate on a real Nix store") {
+            return None;
+        }
     }
     let system = toy_system();
     let root = sb.path("root");

@@ -114,6 +114,8 @@ fn record_interruptions(mount_point: &str, started: Instant) {
                 state::state_path().display()
             );
         }
+        // fsck or nix-store, each in a process group of its own, go too.
+        crate::proc::kill_all();
         // Die of the signal, as without this thread (systemd counts a
         // stop by SIGTERM as clean); the lock is held until then.
         let _ = signal_hook::low_level::emulate_default_handler(sig);
