@@ -180,11 +180,11 @@ Examples:
     #[command(after_help = "\
 Reads the /nix NixOS-WSL boots from (DIR/nix for the global --boot-root DIR,
 / by default, through a private non-recursive bind, so it works whether or not /nix is bound
-already) and copies it into mountPoint/nixStoreSubdir.partial: the Nix
-database first, as a consistent snapshot (SQLite's online backup, nix-daemon
-may keep running), then every store path valid in that snapshot, .links and
-every hard link, and the rest of /nix (profiles, gcroots, logs), with owners,
-modes, mtimes, symlinks, xattrs and ACLs. Mounts the disk first when it is not
+already) and copies it into mountPoint/nixStoreSubdir.partial: the rest of
+/nix (profiles, gcroots, logs), then the Nix database as a consistent snapshot
+(SQLite's online backup, nix-daemon may keep running), then every store path
+valid in that snapshot, .links and every hard link, with owners, modes,
+mtimes, symlinks, xattrs and ACLs. Mounts the disk first when it is not
 (the steps of `mount` up to the instance dirs). Checks the room first. Verifies
 the copy (the booted system valid in the copied database, its closure and
 every valid path present; with --verify-contents also

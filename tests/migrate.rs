@@ -411,6 +411,11 @@ fn a_path_added_during_the_copy_is_registered_and_present_or_neither() {
         file.display()
     ));
     assert!(added.starts_with("/nix/store/"), "{added}");
+    // ... and a profile pointed at it, as nix-env would (after registering).
+    sh(&format!(
+        "ln -s {added} {}/nix/var/nix/profiles/added-1-link",
+        env.root.display()
+    ));
     Command::new("kill")
         .args(["-CONT", &child.id().to_string()])
         .status()
@@ -428,6 +433,17 @@ fn a_path_added_during_the_copy_is_registered_and_present_or_neither() {
         (registered.trim() == "1") == present,
         "{added}: registered {registered}, present {present}"
     );
+    // Every profile and GC root of the copy leads to a path of the copy.
+    let links = env.sb.sh_ok(&format!(
+        "find {target}/var/nix/profiles {target}/var/nix/gcroots -type l -printf '%l\\n'"
+    ));
+    for link in links.lines().filter(|l| l.starts_with("/nix/store/")) {
+        let name = link.trim_start_matches("/nix/store/");
+        assert!(
+            env.exists(&format!("{target}/store/{name}")),
+            "a copied profile leads to {link}, which the copy lacks"
+        );
+    }
     let verify = env.nix_verify(&target);
     assert!(verify.status.success(), "{}", output_text(&verify));
 }

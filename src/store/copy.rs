@@ -370,6 +370,15 @@ impl<'a> Engine<'a> {
         self.finish_dir(&src, &src_st, &dst, rel)
     }
 
+    /// Set the metadata of the directory `rel` (both roots) again, after
+    /// something was created in it later.
+    pub fn copy_dir_meta(&self, src_root: &OwnedFd, rel: &Path) -> Result<()> {
+        let src = open_dir_beneath(src_root, rel)?;
+        let st = fstat(src.as_fd()).with_context(|| format!("inspecting {}", rel.display()))?;
+        let dst = self.make_dir_path(rel)?;
+        self.finish_dir(&src, &st, &dst, rel)
+    }
+
     /// Create `rel` below the destination root (each missing component
     /// mode 0700 until its metadata is copied), refusing symlinks.
     fn make_dir_path(&self, rel: &Path) -> Result<OwnedFd> {

@@ -2,9 +2,10 @@
 //! view) into `mountPoint/nixStoreSubdir`, safely, while the system runs.
 //!
 //! The order is what makes the copy consistent without stopping nix-daemon:
-//! the database is snapshotted FIRST (SQLite's online backup API), and only
-//! the store paths valid in that snapshot are copied (plus `.links` and the
-//! rest of /nix). A path that becomes valid later is neither registered in
+//! the rest of /nix first (profiles and GC roots: Nix registers a path
+//! before it links one to it), then the database as one snapshot (SQLite's
+//! online backup API), and then only the store paths valid in that snapshot
+//! (plus `.links`). A path that becomes valid later is neither registered in
 //! the copy nor copied; a path valid in the snapshot is immutable, so its
 //! copy is complete. Everything goes into `<subdir>.partial`, which becomes
 //! `<subdir>` (one rename) only once it is complete and verified: an
@@ -213,38 +214,42 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         )
     })?;
 
-    // 1. The database snapshot, before any store path is copied.
-    let valid = snapshot_db(&src_db, &shown_src, &partial_fd, &partial)?;
-    if !valid.contains(&system.name) {
-        return Err(anyhow!(
-            "{} was collected from {} while migrate started; run migrate --resume again",
-            system.path,
-            shown_src.display()
-        ));
-    }
-
-    // 2. The copy: .links first (so every later name of an optimised file
-    // becomes a hard link), then the valid store paths, then the rest.
     let stop_after = std::env::var(STOP_AFTER_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
     let engine = Engine::new(&partial_fd, stop_after, partial_exists);
-    // The snapshot is part of the plan's bytes: count it as done.
-    if let Ok(st) = fstatat(
-        partial_fd.as_fd(),
-        "var/nix/db/db.sqlite",
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    ) {
-        engine
-            .progress
-            .bytes
-            .fetch_add(st.st_size.max(0) as u64, Ordering::Relaxed);
-    }
     let copy_started = Instant::now();
     let done = AtomicBool::new(false);
     let copied = std::thread::scope(|scope| -> Result<()> {
         scope.spawn(|| show_progress(&engine, &plan, &done));
         let result = (|| -> Result<()> {
+            // 1. Everything next to the store first (profiles, gcroots,
+            // logs): Nix registers a path before it points a profile or a
+            // root at it, so every link copied here leads to a path that
+            // the snapshot taken next holds.
+            engine.copy_dir_parallel(&src_root, Path::new(""), &rest_filter, WORKERS)?;
+            // 2. The database snapshot, before any store path is copied.
+            let valid = snapshot_db(&src_db, &shown_src, &partial_fd, &partial)?;
+            if !valid.contains(&system.name) {
+                return Err(anyhow!(
+                    "{} was collected from {} while migrate ran; run migrate --resume",
+                    system.path,
+                    shown_src.display()
+                ));
+            }
+            // The snapshot is part of the plan's bytes: count it as done.
+            if let Ok(st) = fstatat(
+                partial_fd.as_fd(),
+                "var/nix/db/db.sqlite",
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                engine
+                    .progress
+                    .bytes
+                    .fetch_add(st.st_size.max(0) as u64, Ordering::Relaxed);
+            }
+            // 3. .links (so every later name of an optimised file becomes
+            // a hard link), then the paths valid in the snapshot.
             let links = Path::new("store/.links");
             if fstatat(src_root.as_fd(), links, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
                 engine.copy_dir_parallel(&src_root, links, &|_: &Path, _: &OsStr| true, WORKERS)?;
@@ -253,7 +258,8 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
                 rel != Path::new("store") || name.to_str().is_some_and(|n| valid.contains(n))
             };
             engine.copy_dir_parallel(&src_root, Path::new("store"), &store_filter, WORKERS)?;
-            engine.copy_dir_parallel(&src_root, Path::new(""), &rest_filter, WORKERS)
+            // 4. Making store/ changed the root's mtime: its metadata again.
+            engine.copy_dir_meta(&src_root, Path::new(""))
         })();
         done.store(true, Ordering::Relaxed);
         result
