@@ -622,6 +622,12 @@ impl<'a> Engine<'a> {
         let src = File::from(src);
         self.copy_data(&src, &dst, len)
             .with_context(|| format!("copying {}", rel.display()))?;
+        // Start writing it to disk now, without waiting: the syncfs before
+        // the rename then finds little left, and both disks stay busy.
+        // Only a hint: an error here is found again by that syncfs.
+        unsafe {
+            libc::sync_file_range(dst.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
         copy_xattrs_fd(src.as_fd(), dst.as_fd())
             .with_context(|| format!("copying the xattrs of {}", rel.display()))?;
         set_owner_mode_times(dst.as_fd(), st)
