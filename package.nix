@@ -1,6 +1,8 @@
 {
   lib,
   rustPlatform,
+  pkg-config,
+  util-linux,
 }:
 
 let
@@ -23,6 +25,14 @@ rustPlatform.buildRustPackage {
   };
 
   cargoLock.lockFile = ./Cargo.lock;
+
+  # libblkid (util-linux) through the libblkid-rs crate, whose bindings
+  # bindgen generates at build time.
+  nativeBuildInputs = [
+    pkg-config
+    rustPlatform.bindgenHook
+  ];
+  buildInputs = [ util-linux ];
 
   # The unit tests run here. The integration tests need root, loop devices and
   # mount namespaces; they detect the build sandbox and skip themselves, saying so.

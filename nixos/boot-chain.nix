@@ -2,6 +2,7 @@
 {
   config,
   lib,
+  options,
   pkgs,
   utils,
   ...
@@ -41,22 +42,42 @@ let
   bootOnly = {
     "X-StopOnRemoval" = false;
   };
+
+  # udev's /dev/disk links are needed only to find the disk by a by-id name
+  # (or a `device` under /dev/disk); fsUuid/fsLabel are found by probing the
+  # block devices the kernel announces, with or without udev.
+  needsUdev = cfg.deviceId != null || (cfg.device != null && lib.hasPrefix "/dev/disk/" cfg.device);
+  udev = config.services.udev.enable;
+
+  # The longest the boot step may hold local-fs.target: the wait for the
+  # disk, every Windows trigger attempt run to its timeout, and the allowance
+  # for fsck of a large disk, the mount, the store check and a heal.
+  startTimeout =
+    cfg.waitTimeout + cfg.windows.triggerAttempts * cfg.windows.triggerTimeout + cfg.fsckAllowance;
 in
 {
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
       {
         # NixOS-WSL turns udev off with mkDefault; without it there are no
-        # /dev/disk/by-* links. A plain value wins over that mkDefault.
-        services.udev.enable = true;
+        # /dev/disk/by-* links. A plain value wins over that mkDefault. Only
+        # when a by-id name needs the links: udev pulls in ~300 MB.
+        services.udev.enable = lib.mkIf needsUdev true;
+
+        warnings = lib.optional (needsUdev && !udev) ''
+          wslStorageMount.deviceId (or a wslStorageMount.device under /dev/disk) names a
+          udev link, but services.udev.enable is forced off, so the link never appears
+          and the helper waits for the whole waitTimeout. Set wslStorageMount.fsUuid (or
+          fsLabel) instead: they are found without udev.
+        '';
 
         environment.systemPackages = [ cfg.package ];
 
         systemd.services.wsl-storage-mount = {
           description = "Mount the WSL storage disk";
           wantedBy = [ "local-fs.target" ];
-          wants = [ "systemd-udevd.service" ];
-          after = [
+          wants = lib.optional udev "systemd-udevd.service";
+          after = lib.optionals udev [
             "systemd-udevd.service"
             "systemd-udev-trigger.service"
           ];
@@ -79,7 +100,7 @@ in
             RemainAfterExit = true;
             # A oneshot has no start timeout by default; this one waits for
             # the disk, then needs time for fsck, the mount and the store check.
-            TimeoutStartSec = lib.mkDefault (cfg.waitTimeout + 90);
+            TimeoutStartSec = lib.mkDefault startTimeout;
             ExecStart = helper "mount";
           };
         };
@@ -132,6 +153,18 @@ in
             ExecStart = helper "mark";
           };
         };
+      })
+
+      # WSL starts the first shell once `systemctl is-system-running` says
+      # running or degraded, or after wsl.conf's boot.initTimeout (ms, WSL's
+      # default 10 s), whichever comes first. Our step may hold local-fs.target
+      # for up to startTimeout; a shell started before it ends would run on the
+      # VHDX's /nix and keep it open under the bind. So wait as long as the
+      # step may take, plus a minute for the rest of the boot. Only where
+      # NixOS-WSL's wslConf takes free-form keys (a submodule with an ini
+      # freeformType, NixOS-WSL 2023 and later); `wsl.conf` is read at start.
+      (lib.optionalAttrs (options ? wsl.wslConf && lib.isOption options.wsl.wslConf) {
+        wsl.wslConf.boot.initTimeout = lib.mkDefault ((startTimeout + 60) * 1000);
       })
 
       # nix-daemon's own RequiresMountsFor=/nix/store stays as nixpkgs sets it.

@@ -34,6 +34,7 @@ in
           waitTimeout
           bindMountNixStore
           nixStoreSubdir
+          bootGenerations
           onMissing
           diskSerialNumber
           mountName
@@ -43,6 +44,9 @@ in
         mountPoint = if cfg.mountPoint == "/" then "/" else lib.removeSuffix "/" cfg.mountPoint;
         instanceDirs = lib.mapAttrs (_: dir: { inherit (dir) owner group mode; }) cfg.instanceDirs;
         nixStoreCommand = lib.getExe' config.nix.package "nix-store";
+        # The helper stops a fsck that runs longer (exit 4, nothing mounted)
+        # before systemd's start timeout, which includes the same allowance.
+        fsckTimeout = cfg.fsckAllowance;
         windows = withoutNulls {
           inherit (cfg.windows)
             trigger
@@ -61,9 +65,10 @@ in
         name = "wsl-storage-mount.json";
         text = builtins.toJSON cfg.generatedConfig;
         # Bad settings fail the system build with the helper's own message,
-        # which names every offending key.
+        # which names every offending key. The helper that runs here is the
+        # build platform's (the system may be cross-compiled).
         checkPhase = ''
-          ${lib.getExe cfg.package} --config "$out" check
+          ${lib.getExe cfg.buildPlatformPackage} --config "$out" check
         '';
       };
     };

@@ -6,6 +6,7 @@
     ./options.nix
     ./config-file.nix
     ./boot-chain.nix
+    ./boot-loader.nix
     ./windows.nix
     ./logrotate.nix
     ./assertions.nix

@@ -3,12 +3,28 @@
 {
   config,
   lib,
+  options,
   pkgs,
   ...
 }:
 
 let
   inherit (lib) literalExpression mkOption types;
+
+  cfg = config.wslStorageMount;
+
+  # The helper from this repository's package.nix, built with the system's
+  # own nixpkgs (so overlays, cross builds and `follows` all apply).
+  ownPackage = ps: ps.wsl-storage-mount or (ps.callPackage ../package.nix { });
+
+  # Where NixOS-WSL mounts the Windows drives (wsl.conf's automount.root;
+  # "/mnt" or, in older NixOS-WSL, "/mnt/"), else WSL's own default.
+  automountRoot =
+    if options ? wsl.wslConf then
+      lib.removeSuffix "/" config.wsl.wslConf.automount.root
+    else
+      "/mnt";
+  system32 = "${automountRoot}/c/Windows/System32";
 
   principal =
     types.either types.ints.unsigned (types.strMatching "[A-Za-z_][A-Za-z0-9_.-]*[$]?|[0-9]+");
@@ -44,12 +60,32 @@ in
 
     package = mkOption {
       type = types.package;
-      default = pkgs.callPackage ../package.nix { };
-      defaultText = literalExpression "pkgs.callPackage ./package.nix { } # this repository's helper";
+      default = ownPackage pkgs;
+      defaultText = literalExpression "pkgs.wsl-storage-mount or (pkgs.callPackage ./package.nix { }) # this flake's helper";
       description = ''
-        The `wsl-storage-mount` helper. It runs the boot step and the marker,
-        and its `check` command validates the generated config when the system
-        is built, so bad settings fail `nixos-rebuild` with its message.
+        The `wsl-storage-mount` helper. It runs the boot step, the marker and
+        `sync-boot` (the boot loader step of `nixos-rebuild`), and its `check`
+        command validates the generated config when the system is built, so
+        bad settings fail `nixos-rebuild` with its message. Defaults to
+        `pkgs.wsl-storage-mount` when an overlay (this flake's
+        `overlays.default`) provides it, else to this flake's package.nix
+        built with the system's nixpkgs.
+      '';
+    };
+
+    buildPlatformPackage = mkOption {
+      type = types.package;
+      internal = true;
+      default =
+        if pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform then
+          cfg.package
+        else
+          ownPackage pkgs.buildPackages;
+      defaultText = literalExpression "config.wslStorageMount.package, or the build platform's helper when cross-compiling";
+      description = ''
+        The helper that runs while the system is built (the config `check`,
+        the Windows scripts): {option}`wslStorageMount.package` unless the
+        system is cross-compiled, then the build platform's helper.
       '';
     };
 
@@ -62,7 +98,11 @@ in
         recommended identity: inside WSL2 a bare-attached disk is a SCSI disk
         `/dev/sdX` whose letter changes between boots, while the UUID stays.
         Found through /dev/disk/by-uuid, or by probing block devices when udev
-        links are missing.
+        links are missing: it needs no udev, so with `fsUuid` or `fsLabel`
+        (and no {option}`wslStorageMount.deviceId`, nor a
+        {option}`wslStorageMount.device` under /dev/disk) the module leaves
+        `services.udev.enable` as it is (NixOS-WSL turns udev off, which saves
+        about 300 MB of firmware in the closure).
 
         Set at least one of {option}`wslStorageMount.fsUuid`,
         {option}`wslStorageMount.fsLabel`, {option}`wslStorageMount.deviceId`
@@ -89,6 +129,10 @@ in
         inside WSL (`ls -l /dev/disk/by-id`): a bare-attached disk shows up as
         a SCSI disk there, so the `nvme-...` name Windows tools suggest will
         most likely not exist. Prefer {option}`wslStorageMount.fsUuid`.
+
+        The by-id links come from udev, so setting this turns
+        `services.udev.enable` on (NixOS-WSL turns it off); forcing udev off
+        anyway draws a warning.
       '';
     };
 
@@ -98,7 +142,9 @@ in
       example = "/dev/disk/by-partlabel/wsl-storage";
       description = ''
         Absolute path of the device node or a link to it; checked before the
-        other identities. Avoid `/dev/sdX`: the letter is not stable.
+        other identities. Avoid `/dev/sdX`: the letter is not stable. A path
+        under /dev/disk is a udev link, so it turns `services.udev.enable` on
+        like {option}`wslStorageMount.deviceId`.
       '';
     };
 
@@ -161,8 +207,29 @@ in
       example = 180;
       description = ''
         Seconds to wait for the disk to appear (Windows attaches it at logon).
-        The service's start timeout is this plus 90 seconds for fsck, the
-        mount and the store check.
+        The service's start timeout is this, plus
+        {option}`wslStorageMount.windows.triggerAttempts` ×
+        {option}`wslStorageMount.windows.triggerTimeout`, plus
+        {option}`wslStorageMount.fsckAllowance`.
+      '';
+    };
+
+    fsckAllowance = mkOption {
+      type = types.ints.between 10 86400;
+      default = 600;
+      example = 3600;
+      description = ''
+        Seconds the boot step may take beyond waiting for the disk and the
+        Windows trigger: mostly `fsck -p` of a large disk after an unclean
+        shutdown (a clean ext4 takes well under a second; a full check of a
+        few TB can take many minutes), plus the mount, the store check and a
+        heal of the disk store. Only the unit's start timeout uses it
+        (`TimeoutStartSec` = {option}`wslStorageMount.waitTimeout` +
+        {option}`wslStorageMount.windows.triggerAttempts` ×
+        {option}`wslStorageMount.windows.triggerTimeout` + this); systemd
+        kills the step when it runs out, so err on the long side. It is also
+        the helper's `fsckTimeout`: a fsck running longer is stopped and the
+        disk is not mounted (the boot goes on as with a missing disk).
       '';
     };
 
@@ -193,7 +260,22 @@ in
         Whether to bind {option}`wslStorageMount.mountPoint`/{option}`wslStorageMount.nixStoreSubdir`
         over /nix at boot, before nix-daemon starts. The helper allows the bind
         only when that directory holds the closure of the booted system, so
-        copy the current /nix there first (`rsync -aHAX /nix/ <dir>/`).
+        copy the current /nix there first: `sudo wsl-storage-mount migrate`.
+      '';
+    };
+
+    bootGenerations = mkOption {
+      type = types.ints.between 1 1000;
+      default = 2;
+      example = 3;
+      description = ''
+        How many system generations the VHDX store keeps for booting. With
+        {option}`wslStorageMount.bindMountNixStore`, `nixos-rebuild switch`
+        and `boot` copy the new generation's closure into the VHDX store
+        (`wsl-storage-mount sync-boot`, run as the boot loader) and make it
+        the one the instance starts from; older ones beyond this count are
+        dropped there and the VHDX store is garbage-collected. The disk store
+        keeps its own generations as usual.
       '';
     };
 
@@ -287,17 +369,21 @@ in
 
       schtasksPath = mkOption {
         type = types.str;
-        default = "/mnt/c/Windows/System32/schtasks.exe";
+        default = "${system32}/schtasks.exe";
+        defaultText = literalExpression ''"''${config.wsl.wslConf.automount.root}/c/Windows/System32/schtasks.exe" # "/mnt/c/..." without NixOS-WSL'';
         example = "/c/Windows/System32/schtasks.exe";
         description = ''
           Linux path of schtasks.exe. Services have no Windows directories in
-          PATH; change the prefix if wsl.conf sets another `automount.root`.
+          PATH. With NixOS-WSL the prefix follows
+          `wsl.wslConf.automount.root`; set this when drive C: is mounted
+          elsewhere.
         '';
       };
 
       powershellPath = mkOption {
         type = types.str;
-        default = "/mnt/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe";
+        default = "${system32}/WindowsPowerShell/v1.0/powershell.exe";
+        defaultText = literalExpression ''"''${config.wsl.wslConf.automount.root}/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe"'';
         example = "/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe";
         description = "Linux path of powershell.exe (see {option}`wslStorageMount.windows.schtasksPath`).";
       };
@@ -322,10 +408,13 @@ in
       logPath = mkOption {
         type = windowsPath;
         default = null;
-        example = "%LOCALAPPDATA%\\wsl-storage-mount\\attach.log";
+        example = "%ProgramData%\\wsl-storage-mount\\attach.log";
         description = ''
           Windows path of the attach script's transcript; `null` keeps the
-          helper's default under %LOCALAPPDATA%.
+          default, `%ProgramData%\\wsl-storage-mount\\attach.log`. The script
+          runs elevated, so it writes a transcript only into a directory that
+          administrators and SYSTEM alone can change (as register-task.ps1
+          makes `%ProgramData%\\wsl-storage-mount`); elsewhere it runs without one.
         '';
       };
 

@@ -10,7 +10,8 @@
 let
   cfg = config.wslStorageMount;
 
-  helper = command: "${lib.getExe cfg.package} --config ${cfg.configFile} ${command}";
+  # Generated at build time: the build platform's helper (cross builds).
+  helper = command: "${lib.getExe cfg.buildPlatformPackage} --config ${cfg.configFile} ${command}";
 
   generated =
     name: command:
@@ -27,10 +28,19 @@ in
       generated "register-task.ps1" "windows-task";
 
     systemd.services.wsl-storage-mount-windows-files = lib.mkIf cfg.windows.installFiles {
-      description = "Copy the WSL storage disk's attach scripts to Windows";
+      description = "Stage the WSL storage disk's Windows scripts in the user's profile";
+      # Runs once the boot is done (interop and the Windows drives are up by
+      # then). A target orders itself after every unit it wants unless that
+      # unit has DefaultDependencies=no: with default dependencies,
+      # `after = [ "multi-user.target" ]` is an ordering cycle and systemd
+      # drops this job. So: no default dependencies, and the two that matter
+      # by hand (stopped at shutdown), as systemd-update-utmp-runlevel.service
+      # does.
       wantedBy = [ "multi-user.target" ];
-      # Interop and the Windows drives are up by then.
       after = [ "multi-user.target" ];
+      conflicts = [ "shutdown.target" ];
+      before = [ "shutdown.target" ];
+      unitConfig.DefaultDependencies = false;
       serviceConfig = {
         Type = "oneshot";
         # Active after it ran, so a switch that changes the scripts runs it again.

@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a throw-away fake disk: build the helper, make
-# an ext4 image, attach it to a loop device, give it a by-id link the way
-# udev would for an NVMe disk, then run `wsl-storage-mount mount` and
-# `status` exactly as the boot service does. Everything happens in a private
-# mount namespace, so nothing is left mounted on this machine afterwards;
-# the loop device is detached on exit.
+# The headline, end to end, on a throw-away disk: the store guard and the
+# /nix bind.
 #
-# Needs root, cargo, util-linux (unshare, losetup) and e2fsprogs (mkfs.ext4).
+#   1. build the helper; build a toy "system" with real Nix (two store paths,
+#      one referring to the other) into this machine's store;
+#   2. make an ext4 image, attach it to a loop device (the disk Windows
+#      would attach), and in a private mount namespace:
+#   3. make a stand-in for the VHDX's root filesystem (--boot-root): a chroot
+#      store holding the toy system, its `system` profile pointing at it;
+#   4. put an incomplete copy of the store in the instance dir (the
+#      system's dependency, not the system itself): with a VHDX that lacks
+#      the system too, `mount` refuses to let the bind happen (exit 6, and
+#      says why);
+#   5. `mount` with the stand-in VHDX: the helper heals the disk store from
+#      it with Nix's own tools and writes the stamp; play systemd's nix.mount
+#      (bind the instance dir over a stand-in for /nix) and run `mark`, which
+#      writes the marker only on the real bind;
+#   6. `status`: the VHDX boots what the disk deployed.
+#
+# Nothing stays behind: the mounts vanish with the namespace, /run there is
+# a private tmpfs (the helper's run dir is inside the work dir:
+# --run-dir), no /dev/disk is made (the disk is found by its filesystem
+# UUID), the loop device is detached, and the toy store paths are deleted.
+#
+# Needs root, cargo, util-linux (unshare, losetup), e2fsprogs (mkfs.ext4) and
+# Nix (nix-build, nix-store; Debian: apt-get install nix-bin).
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,72 +32,197 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 here=$(cd "$(dirname "$0")/.." && pwd)
+bin="$here/target/release/wsl-storage-mount"
+# Debian's nix-bin as root without a nixbld group: build as root, without
+# the sandbox (the builders are /bin/sh) and without asking a binary cache.
+export NIX_CONFIG="build-users-group =
+sandbox = false
+substituters ="
 
 if [ "${1:-}" != "--inside" ]; then
-  for tool in cargo unshare losetup mkfs.ext4; do
-    command -v "$tool" >/dev/null || { echo "demo: $tool is missing (apt-get install util-linux e2fsprogs; Rust from rustup.rs)" >&2; exit 2; }
+  for tool in cargo unshare losetup mkfs.ext4 nix-build nix-store; do
+    command -v "$tool" >/dev/null || {
+      echo "demo: $tool is missing (apt-get install util-linux e2fsprogs nix-bin; Rust from rustup.rs)" >&2
+      exit 2
+    }
   done
-  (cd "$here" && cargo build --release --quiet)
+
+  echo "== building the helper (cargo build --release; the first build takes a minute)"
+  (cd "$here" && cargo build --release)
+
   work=$(mktemp -d /tmp/wsl-storage-mount-demo.XXXXXX)
+  loop=
+  toy=()
+  cleanup() {
+    [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null || true
+    if [ ${#toy[@]} -gt 0 ]; then
+      # Unreferenced (no GC root: --no-out-link), so they can go again.
+      nix-store --delete "${toy[@]}" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+  }
+  trap cleanup EXIT
+
+  echo
+  echo "== building a toy system with real Nix into this machine's store"
+  # A nonce per run: fresh paths, deleted again at the end.
+  cat >"$work/toy.nix" <<'NIX'
+{ nonce }:
+let
+  dependency = derivation {
+    name = "demo-dependency";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo ${nonce} > $out" ];
+  };
+in
+derivation {
+  name = "demo-system";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo ${dependency} > $out" ];
+}
+NIX
+  nonce=$(cat /proc/sys/kernel/random/uuid)
+  drv=$(nix-instantiate "$work/toy.nix" --argstr nonce "$nonce" 2>/dev/null)
+  # Nix's own progress lines; the toy paths need no GC root (deleted at exit).
+  system=$(nix-store --realise "$drv" 2> >(grep -v -e "did not specify '--add-root'" >&2))
+  mapfile -t closure < <(nix-store --query --requisites "$system")
+  mapfile -t drvs < <(nix-store --query --requisites "$drv")
+  toy=("$system" "${closure[@]}" "${drvs[@]}")
+  printf '   %s\n' "${closure[@]}"
+
+  echo
+  echo "== a 256 MiB ext4 image on a loop device (the disk Windows attaches)"
   truncate -s 256M "$work/disk.img"
   uuid=$(cat /proc/sys/kernel/random/uuid)
   mkfs.ext4 -q -U "$uuid" -L wsl-storage "$work/disk.img"
   loop=$(losetup --find --show "$work/disk.img")
-  trap 'losetup -d "$loop" 2>/dev/null || true; rm -rf "$work"' EXIT
-  mkdir -p /dev/disk /run/wsl-storage-mount
+  echo "   $loop, filesystem UUID $uuid"
+
   # A private mount namespace: the mounts below vanish with it.
-  unshare -m --propagation private -- "$0" --inside "$work" "$loop" "$uuid"
+  unshare -m --propagation private -- "$0" --inside "$work" "$loop" "$uuid" "$system"
   echo
-  echo "demo: done; the namespace is gone, so are its mounts; $loop is being detached"
+  echo "demo: done; the namespace is gone and its mounts with it; $loop is being detached and the toy store paths deleted"
   exit 0
 fi
 
-work=$2 loop=$3 uuid=$4
-bin="$here/target/release/wsl-storage-mount"
-# Play udev: an empty /dev/disk with one NVMe-style by-id link, and a
-# private /run/wsl-storage-mount for the state file and the stamp.
-mount -t tmpfs demo-disk /dev/disk
-mkdir -p /dev/disk/by-id
-ln -s "$loop" /dev/disk/by-id/nvme-FAKE_NVMe_DEMO0001
-mount -t tmpfs demo-run /run/wsl-storage-mount
+work=$2 loop=$3 uuid=$4 system=$5
+storage="$work/storage"
+sub="$storage/nixos-wsl-main"
+target="$work/nix"
+mkdir -p "$target"
 
-cat > "$work/config.json" <<JSON
+# A private /run: /run/booted-system is the toy system here, and nothing
+# of the host's systemd shows (the helper asks it whether the system is
+# still booting, and defers the bind when it is not).
+mount -t tmpfs demo-run /run
+ln -s "$system" /run/booted-system
+export WSL_STORAGE_MOUNT_RUN_DIR="$work/run"
+
+# Nix's own import into the instance dir, laid out as a /nix directory
+# (store/ and var/nix/), as rsync of a real /nix would leave it.
+import_into() {
+  local dir=$1
+  shift
+  nix-store --export "$@" |
+    nix-store --store "local?real=$dir/store&state=$dir/var/nix&log=$dir/var/log/nix" --import >/dev/null
+}
+
+cat >"$work/config.json" <<JSON
 {
-  "deviceId": "nvme-FAKE_NVMe_DEMO0001",
   "fsUuid": "$uuid",
-  "mountPoint": "$work/storage",
-  "mountOptions": ["noatime"],
+  "mountPoint": "$storage",
   "waitTimeout": 10,
-  "fsck": true,
   "instanceDirs": {
     "nixos-wsl-main": { "owner": "root", "group": "root", "mode": "0755" },
-    "nixos-wsl-dev":  { "owner": 1000,   "group": 100,    "mode": "0750" },
-    "shared":         { "owner": "root", "group": "root", "mode": "1777" }
+    "shared": { "owner": "root", "group": "root", "mode": "1777" }
   },
+  "bindMountNixStore": true,
+  "nixStoreSubdir": "nixos-wsl-main",
+  "nixStoreCommand": "$(command -v nix-store)",
+  "bindTarget": "$target",
   "logFile": "$work/wsl-mount.log"
 }
 JSON
+helper() { "$bin" --config "$work/config.json" "$@"; }
+# A profile as nix-env --set leaves it: system -> system-1-link -> the system.
+set_profile() {
+  mkdir -p "$1"
+  ln -sfn "$2" "$1/system-1-link"
+  ln -sfn system-1-link "$1/system"
+}
+mapfile -t closure < <(nix-store --query --requisites "$system")
 
-echo "== config ($work/config.json)"
+echo
+echo "== config ($work/config.json; bindTarget is a stand-in for /nix)"
 cat "$work/config.json"
 echo
 echo "== wsl-storage-mount check"
-"$bin" --config "$work/config.json" check
+helper check
+
 echo
-echo "== wsl-storage-mount mount"
-"$bin" --config "$work/config.json" mount
+echo "== a stand-in VHDX root ($work/vhdx): the toy system's closure and its system profile"
+vhdx="$work/vhdx"
+mkdir -p "$vhdx"
+nix-store --export "${closure[@]}" | nix-store --store "local?root=$vhdx" --import >/dev/null
+set_profile "$vhdx/nix/var/nix/profiles" "$system"
+echo "   $vhdx/nix/var/nix/profiles/system -> $(readlink "$vhdx/nix/var/nix/profiles/system") -> $system"
+
 echo
-echo "== wsl-storage-mount mount (again: changes nothing)"
-"$bin" --config "$work/config.json" mount
+echo "== an incomplete store in the instance dir: the dependency, not the system"
+mkdir -p "$work/stage"
+mount "$loop" "$work/stage"
+mkdir -p "$work/stage/nixos-wsl-main"
+dependencies=()
+for path in "${closure[@]}"; do
+  [ "$path" = "$system" ] || dependencies+=("$path")
+done
+import_into "$work/stage/nixos-wsl-main" "${dependencies[@]}"
+# The deployment itself was recorded, as when the disk was missing during it.
+set_profile "$work/stage/nixos-wsl-main/var/nix/profiles" "$system"
+umount "$work/stage"
+echo "   imported: ${dependencies[*]}"
+
 echo
-echo "== findmnt $work/storage"
-findmnt -o SOURCE,TARGET,FSTYPE,OPTIONS "$work/storage"
+echo "== wsl-storage-mount --boot-root $work/older-vhdx mount (a VHDX that lacks the system too: must refuse, exit 6, no stamp)"
+# A VHDX store that holds the dependency only: nothing to heal from.
+mkdir -p "$work/older-vhdx"
+nix-store --export "${dependencies[@]}" | nix-store --store "local?root=$work/older-vhdx" --import >/dev/null
+set +e
+helper --boot-root "$work/older-vhdx" mount
+code=$?
+set -e
+echo "   exit code $code"
+if [ "$code" -ne 6 ]; then
+  echo "demo: expected exit 6 for an incomplete store, got $code" >&2
+  exit 1
+fi
+if [ -e "$WSL_STORAGE_MOUNT_RUN_DIR/bind-ok" ]; then
+  echo "demo: the stamp exists after a refusal" >&2
+  exit 1
+fi
+
 echo
-echo "== instance dirs"
-stat -c '%n  owner %u  group %g  mode %a' "$work/storage"/*/ | sed "s|$work/||"
+echo "== wsl-storage-mount --boot-root $vhdx mount (the VHDX holds the system: heal, then the stamp)"
+helper --boot-root "$vhdx" mount
+test -e "$WSL_STORAGE_MOUNT_RUN_DIR/bind-ok"
+echo "   stamp: $WSL_STORAGE_MOUNT_RUN_DIR/bind-ok"
+
 echo
-echo "== wsl-storage-mount status"
-"$bin" --config "$work/config.json" status
+echo "== nix.mount's job (ConditionPathExists= the stamp): bind the instance dir over $target"
+mount --bind "$sub" "$target"
+findmnt -o SOURCE,TARGET,FSTYPE "$target"
+echo "   $target/store holds: $(ls "$target/store" | grep -v '^\.links$' | tr '\n' ' ')"
+
 echo
-echo "== log file"
-cat "$work/wsl-mount.log"
+echo "== wsl-storage-mount mark (writes the marker only because $target really is the bind)"
+helper mark
+ls -l "$target/.mounted"
+
+echo
+echo "== wsl-storage-mount --boot-root $vhdx status"
+helper --boot-root "$vhdx" status
+
+echo
+echo "== the log file ($work/wsl-mount.log) holds the same lines as above, timestamped: $(wc -l <"$work/wsl-mount.log") lines"

@@ -399,7 +399,7 @@ fn fs_type_of(dir: &Path, mounts: &[mountinfo::MountEntry]) -> String {
     mounts
         .iter()
         .filter(|m| dir.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.len())
+        .max_by_key(|m| m.mount_point.as_os_str().len())
         .map(|m| m.fs_type.clone())
         .unwrap_or_default()
 }

@@ -13,8 +13,8 @@ Exit codes:
   1  unexpected error
   2  bad config or usage
   3  device not found within waitTimeout
-  4  no filesystem, the wrong one, or errors fsck -p could not repair
-  5  mount failed, or the mount point is taken by something else
+  4  no filesystem, the wrong one, a partitioned or ambivalent disk, or fsck failed
+  5  mount failed, the mount point is taken, or its path has a symlink or a file
   6  store not safe to bind over /nix
   7  sync-boot failed; the previous boot generation is kept
   8  migrate, bench: not enough room on the disk";
@@ -30,6 +30,17 @@ pub struct Cli {
     /// The JSON config (keys are the NixOS module's option names).
     #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+
+    /// Where state.json and the bind stamp live. The NixOS module's units use
+    /// the default; tests and the demo point it at a private directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "WSL_STORAGE_MOUNT_RUN_DIR",
+        default_value = crate::state::RUNTIME_DIR
+    )]
+    pub run_dir: PathBuf,
 
     /// The root filesystem NixOS-WSL boots from (the VHDX), whose /nix is
     /// reached through a private non-recursive bind: the boot store is
@@ -141,16 +152,20 @@ Example:
 
     /// Print the script that registers the elevated scheduled task (register-task.ps1).
     #[command(after_help = "\
-Run its output once in an elevated PowerShell.
+Run its output in an elevated PowerShell, once and again whenever attach.ps1
+changes: it carries attach.ps1 (with its SHA-256), installs it into
+%ProgramData%\\wsl-storage-mount (administrators only) and registers the task
+that runs that copy.
 
 Example:
   wsl-storage-mount windows-task > register-task.ps1")]
     WindowsTask,
 
-    /// Copy attach.ps1 and register-task.ps1 to a Windows directory.
+    /// Stage attach.ps1 and register-task.ps1 in a Windows directory.
     #[command(after_help = "\
 Rewrites a file only when its content changed. Never fails hard when Windows is
-unreachable (it warns and exits 0).
+unreachable (it warns and exits 0). Never writes the attach.ps1 the task runs:
+only register-task.ps1, run elevated, installs that one.
 
 Examples:
   wsl-storage-mount install-windows-files
@@ -159,6 +174,46 @@ Examples:
         /// The Windows directory, as a Linux path (default: %USERPROFILE%\wsl-storage-mount through interop).
         #[arg(long, value_name = "WINDOWS_DIR")]
         dir: Option<PathBuf>,
+    },
+
+    /// Copy this instance's /nix onto the disk (mountPoint/nixStoreSubdir), verified, resumable.
+    #[command(after_help = "\
+Reads the /nix NixOS-WSL boots from (DIR/nix for the global --boot-root DIR,
+/ by default, through a private non-recursive bind, so it works whether or not /nix is bound
+already) and copies it into mountPoint/nixStoreSubdir.partial: the rest of
+/nix (profiles, gcroots, logs), then the Nix database as a consistent snapshot
+(SQLite's online backup, nix-daemon may keep running), then every store path
+valid in that snapshot, .links and every hard link, with owners, modes,
+mtimes, symlinks, xattrs and ACLs. Mounts the disk first when it is not
+(the steps of `mount` up to the instance dirs). Checks the room first. Verifies
+the copy (the booted system valid in the copied database, its closure and
+every valid path present; with --verify-contents also
+`nix-store --verify --check-contents`), then renames .partial to the subdir.
+Never writes to the source, never deletes anything, never writes over an
+existing non-empty subdir.
+
+Examples:
+  sudo wsl-storage-mount migrate --dry-run
+  sudo wsl-storage-mount migrate
+  sudo wsl-storage-mount migrate --resume --verify-contents
+
+Exit codes: 0 copied and verified (or: the dry run found room), 1 unexpected,
+2 bad config or usage (the subdir exists and is not empty, a .partial without
+--resume), 3 device missing, 4 wrong/no filesystem, 5 mount failed,
+6 the copy failed verification, 8 not enough room on the disk.")]
+    Migrate {
+        /// Print what would be copied and the free space; copy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Continue an interrupted copy in <subdir>.partial.
+        #[arg(long)]
+        resume: bool,
+        /// Also run `nix-store --verify --check-contents` on the copy (reads every byte).
+        #[arg(long)]
+        verify_contents: bool,
+        /// The system the copy must boot (default: the target of /run/booted-system).
+        #[arg(long, value_name = "PATH")]
+        system: Option<PathBuf>,
     },
 
     /// Measure the disk against the VHDX: sequential, random 4 KiB and Nix-shaped small files.

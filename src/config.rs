@@ -22,7 +22,8 @@ pub const DEFAULT_POWERSHELL: &str =
     "/mnt/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe";
 pub const DEFAULT_BIND_TARGET: &str = "/nix";
 
-/// Filesystems whose superblock the helper can recognise (see `probe`).
+/// Filesystems the helper mounts (`fsType`); libblkid recognises more, and
+/// anything else is named as what it is, never mounted.
 pub const SUPPORTED_FS: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"];
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +38,8 @@ pub struct Config {
     pub mount_options: Vec<String>,
     pub wait_timeout: u64,
     pub fsck: bool,
+    /// Seconds fsck may take before it is stopped (and the mount refused).
+    pub fsck_timeout: u64,
     pub instance_dirs: BTreeMap<String, InstanceDir>,
     pub bind_mount_nix_store: bool,
     pub nix_store_subdir: Option<String>,
@@ -139,6 +142,26 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+/// Read a config file: a regular file only (through symlinks: NixOS's
+/// /etc is links into the store), never waiting on a FIFO.
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 impl Config {
     /// Parse and validate a config document. Pure: touches no device and
     /// resolves no user names, so it runs in the Nix build sandbox.
@@ -192,6 +215,29 @@ impl Config {
     }
 }
 
+/// A filesystem UUID as blkid prints it for the supported filesystems:
+/// 8-4-4-4-12 hex digits (ext2/3/4, xfs, btrfs) or a vfat volume id
+/// XXXX-XXXX. Either case: by-uuid links are lower case for the first,
+/// upper case for the second, and the comparison ignores case.
+pub fn is_fs_uuid(u: &str) -> bool {
+    let groups: Vec<&str> = u.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    (lens == [8, 4, 4, 4, 12] || lens == [4, 4])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A user's value quoted back in a message: at most 64 characters, so that
+/// a huge value does not flood the journal.
+pub fn echo(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 const TOP_KEYS: &[&str] = &[
     "device",
     "deviceId",
@@ -202,6 +248,7 @@ const TOP_KEYS: &[&str] = &[
     "mountOptions",
     "waitTimeout",
     "fsck",
+    "fsckTimeout",
     "instanceDirs",
     "bindMountNixStore",
     "nixStoreSubdir",
@@ -248,7 +295,7 @@ impl Reader {
                     .map(|k| format!("did you mean \"{k}\"? "))
                     .unwrap_or_default();
                 self.problem(
-                    &format!("{prefix}{key}"),
+                    &format!("{prefix}{}", echo(key)),
                     format!("unknown key; {hint}known keys: {}", known.join(", ")),
                 );
             }
@@ -285,37 +332,29 @@ impl Reader {
         }
     }
 
+    /// A whole number in `min..=max`; the module declares the same bounds
+    /// (`types.ints.between`), so a value passes both or neither.
     fn uint(
         &mut self,
         obj: &Map<String, Value>,
         key: &str,
         full: &str,
         default: u64,
-        max: u64,
+        (min, max): (u64, u64),
     ) -> u64 {
-        match obj.get(key) {
-            None | Some(Value::Null) => default,
+        let why = match obj.get(key) {
+            None | Some(Value::Null) => return default,
             Some(Value::Number(n)) => match n.as_u64() {
-                Some(v) if v <= max => v,
-                _ => {
-                    self.problem(
-                        full,
-                        format!("must be a whole number from 0 to {max}, not {n}"),
-                    );
-                    default
-                }
+                Some(v) if (min..=max).contains(&v) => return v,
+                _ => n.to_string(),
             },
-            Some(other) => {
-                self.problem(
-                    full,
-                    format!(
-                        "must be a whole number from 0 to {max}, not {}",
-                        kind(other)
-                    ),
-                );
-                default
-            }
-        }
+            Some(other) => kind(other).to_string(),
+        };
+        self.problem(
+            full,
+            format!("must be a whole number from {min} to {max}, not {why}"),
+        );
+        default
     }
 
     fn config(&mut self, obj: &Map<String, Value>) -> Config {
@@ -336,22 +375,19 @@ impl Reader {
         }
         let fs_uuid = self.opt_string(obj, "fsUuid", "fsUuid");
         if let Some(u) = &fs_uuid {
-            let ok = !u.is_empty()
-                && u.len() <= 64
-                && u.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-            if !ok {
+            if !is_fs_uuid(u) {
                 self.problem(
                     "fsUuid",
-                    format!("\"{u}\" is not a filesystem UUID; copy it from `blkid` or `lsblk -f`, e.g. \"0f3e5a8c-1c2d-4b6e-9f00-123456789abc\""),
+                    format!("\"{}\" is not a filesystem UUID; copy it from `blkid` or `lsblk -f`: 8-4-4-4-12 hex digits for ext4, xfs and btrfs (e.g. \"0f3e5a8c-1c2d-4b6e-9f00-123456789abc\"), XXXX-XXXX for vfat (e.g. \"1234-ABCD\")", echo(u)),
                 );
             }
         }
         let fs_label = self.opt_string(obj, "fsLabel", "fsLabel");
         if let Some(l) = &fs_label {
-            if l.is_empty() || l.len() > 255 || l.contains('/') || l.contains('\0') {
+            if l.is_empty() || l.len() > 255 || l.contains(['/', '\0', '\n']) {
                 self.problem(
                     "fsLabel",
-                    "must be a non-empty label without '/', as set by `e2label` or `mkfs.ext4 -L`",
+                    "must be a non-empty label without '/' or a newline, as set by `e2label` or `mkfs.ext4 -L`",
                 );
             }
         }
@@ -374,7 +410,17 @@ impl Reader {
         } else if is_within(&mount_point, &bind_target) || is_within(&bind_target, &mount_point) {
             self.problem(
                 "mountPoint",
-                format!("\"{mount_point}\" overlaps the bind target {bind_target}; mount the disk elsewhere, e.g. \"/mnt/wsl/storage\""),
+                format!("\"{}\" overlaps the bind target {bind_target}; mount the disk elsewhere, e.g. \"/mnt/wsl/storage\"", echo(&mount_point)),
+            );
+        } else if is_within(&mount_point, "/nix") {
+            // As the module: the disk is mounted before its store is bound
+            // over /nix, so it cannot live below /nix.
+            self.problem(
+                "mountPoint",
+                format!(
+                    "\"{}\" is under /nix; mount the disk elsewhere, e.g. \"/mnt/wsl/storage\"",
+                    echo(&mount_point)
+                ),
             );
         }
 
@@ -383,7 +429,8 @@ impl Reader {
             self.problem(
                 "fsType",
                 format!(
-                    "\"{fs_type}\" is not supported; use one of {}",
+                    "\"{}\" is not supported; use one of {}",
+                    echo(&fs_type),
                     SUPPORTED_FS.join(", ")
                 ),
             );
@@ -419,8 +466,9 @@ impl Reader {
             self.problem("mountOptions", why);
         }
 
-        let wait_timeout = self.uint(obj, "waitTimeout", "waitTimeout", 60, 86_400);
+        let wait_timeout = self.uint(obj, "waitTimeout", "waitTimeout", 60, (1, 86_400));
         let fsck = self.bool(obj, "fsck", true);
+        let fsck_timeout = self.uint(obj, "fsckTimeout", "fsckTimeout", 3600, (1, 86_400));
 
         let instance_dirs = self.instance_dirs(obj.get("instanceDirs"));
 
@@ -428,10 +476,10 @@ impl Reader {
         let nix_store_subdir = self.opt_string(obj, "nixStoreSubdir", "nixStoreSubdir");
         match &nix_store_subdir {
             Some(sub) => {
-                if let Err(why) = single_component(sub) {
+                if let Err(why) = dir_name(sub) {
                     self.problem(
                         "nixStoreSubdir",
-                        format!("\"{sub}\" {why}; use one directory name such as \"nixos-wsl-main\""),
+                        format!("\"{}\" {why}; use one directory name such as \"nixos-wsl-main\"", echo(sub)),
                     );
                 } else if !instance_dirs.contains_key(sub) {
                     self.problem(
@@ -446,6 +494,12 @@ impl Reader {
             ),
             None => {}
         }
+        if bind_mount_nix_store && fs_type == "vfat" {
+            self.problem(
+                "fsType",
+                "\"vfat\" cannot hold a Nix store (no symlinks, no permissions); format the disk with ext4, xfs or btrfs, or set bindMountNixStore = false",
+            );
+        }
         let nix_store_command = self.string(obj, "nixStoreCommand", "nixStoreCommand", "nix-store");
         if nix_store_command.is_empty()
             || (nix_store_command.contains('/') && !nix_store_command.starts_with('/'))
@@ -456,7 +510,7 @@ impl Reader {
             );
         }
 
-        let boot_generations = self.uint(obj, "bootGenerations", "bootGenerations", 2, 1000);
+        let boot_generations = self.uint(obj, "bootGenerations", "bootGenerations", 2, (1, 1000));
         if boot_generations == 0 {
             self.problem(
                 "bootGenerations",
@@ -470,7 +524,7 @@ impl Reader {
             Some(other) => {
                 self.problem(
                     "onMissing",
-                    format!("\"{other}\" is not allowed; use \"block\" (keep nix-daemon off the VHDX store) or \"fallback\" (go on with the VHDX store)"),
+                    format!("\"{}\" is not allowed; use \"block\" (keep nix-daemon off the VHDX store) or \"fallback\" (go on with the VHDX store)", echo(other)),
                 );
                 OnMissing::Block
             }
@@ -487,6 +541,16 @@ impl Reader {
                     "diskSerialNumber",
                     "may hold only letters, digits, '_', '.', '-' and spaces; copy it from `Get-PhysicalDisk | Select SerialNumber` in PowerShell",
                 );
+            } else if !crate::windows::script::normalize_serial(s)
+                .chars()
+                .any(|c| c.is_ascii_alphanumeric())
+            {
+                // attach.ps1 compares serials without '_', '.' and spaces;
+                // an empty one would match every disk that reports none.
+                self.problem(
+                    "diskSerialNumber",
+                    format!("\"{s}\" has no letter or digit once '_', '.' and spaces are dropped, as attach.ps1 compares serials; copy it from `Get-PhysicalDisk | Select SerialNumber` in PowerShell"),
+                );
             }
         }
         let mount_name = self.opt_string(obj, "mountName", "mountName");
@@ -501,6 +565,10 @@ impl Reader {
 
         let log_file = self.string(obj, "logFile", "logFile", DEFAULT_LOG_FILE);
         let log_file = self.abs_path("logFile", &log_file);
+        if log_file.contains('"') {
+            // As the module's type: the path is quoted in logrotate's config.
+            self.problem("logFile", "must not contain '\"'");
+        }
 
         let windows = self.windows(obj.get("windows"), disk_serial_number.is_some());
 
@@ -514,6 +582,7 @@ impl Reader {
             mount_options,
             wait_timeout,
             fsck,
+            fsck_timeout,
             instance_dirs,
             bind_mount_nix_store,
             nix_store_subdir,
@@ -534,7 +603,7 @@ impl Reader {
         match normalize_abs(path) {
             Ok(p) => p,
             Err(why) => {
-                self.problem(key, format!("\"{path}\" {why}"));
+                self.problem(key, format!("\"{}\" {why}", echo(path)));
                 path.to_string()
             }
         }
@@ -557,11 +626,14 @@ impl Reader {
             }
         };
         for (name, spec) in obj {
-            let key = format!("instanceDirs.{name}");
-            if let Err(why) = single_component(name) {
+            let key = format!("instanceDirs.{}", echo(name));
+            if let Err(why) = dir_name(name) {
                 self.problem(
                     &key,
-                    format!("the name \"{name}\" {why}; use one directory name such as \"nixos-wsl-dev\""),
+                    format!(
+                        "the name \"{}\" {why}; use one directory name such as \"nixos-wsl-dev\"",
+                        echo(name)
+                    ),
                 );
                 continue;
             }
@@ -598,14 +670,14 @@ impl Reader {
                 match s.parse::<u32>() {
                     Ok(id) if id != u32::MAX => Some(Principal::Id(id)),
                     _ => {
-                        self.problem(key, format!("\"{s}\" is not a valid id; {fix}"));
+                        self.problem(key, format!("\"{}\" is not a valid id; {fix}", echo(s)));
                         None
                     }
                 }
             }
             Some(Value::String(s)) if is_account_name(s) => Some(Principal::Name(s.clone())),
             Some(Value::String(s)) => {
-                self.problem(key, format!("\"{s}\" is not a {what} name; {fix}"));
+                self.problem(key, format!("\"{}\" is not a {what} name; {fix}", echo(s)));
                 None
             }
             Some(other) => {
@@ -626,7 +698,7 @@ impl Reader {
                 match u32::from_str_radix(digits, 8) {
                     Ok(m) if ok => Some(m),
                     _ => {
-                        self.problem(key, format!("\"{s}\" is not a mode; {fix}"));
+                        self.problem(key, format!("\"{}\" is not a mode; {fix}", echo(s)));
                         None
                     }
                 }
@@ -665,7 +737,7 @@ impl Reader {
             Some(other) => {
                 self.problem(
                     "windows.trigger",
-                    format!("\"{other}\" is not allowed; use \"none\", \"task\" (start the elevated scheduled task, recommended) or \"script\""),
+                    format!("\"{}\" is not allowed; use \"none\", \"task\" (start the elevated scheduled task, recommended) or \"script\"", echo(other)),
                 );
                 Trigger::None
             }
@@ -686,12 +758,30 @@ impl Reader {
                     "windows.taskName",
                     "may hold only letters, digits, '_', '.', '-', spaces and '\\' (task folders), e.g. \"wsl-storage-mount\"",
                 );
+            } else if t
+                .split('\\')
+                .filter(|part| !part.is_empty())
+                .any(|part| part.starts_with([' ', '.']) || part.ends_with([' ', '.']))
+            {
+                // Task Scheduler refuses such names, and the trigger,
+                // doctor and register-task.ps1 would each see another task.
+                self.problem(
+                    "windows.taskName",
+                    format!("\"{t}\": a task or folder name may not start or end with a space or '.', as Task Scheduler refuses them"),
+                );
             }
         }
         let script_path = self.opt_string(obj, "scriptPath", "windows.scriptPath");
         if let Some(p) = &script_path {
             if let Err(why) = windows_path(p) {
                 self.problem("windows.scriptPath", why);
+            } else if !p.to_ascii_lowercase().ends_with(".ps1") {
+                // powershell.exe -File runs only .ps1 files, and `& path`
+                // would open any other file with its associated program.
+                self.problem(
+                    "windows.scriptPath",
+                    format!("\"{p}\" must name a .ps1 file, e.g. \"C:\\\\wsl\\\\attach.ps1\""),
+                );
             }
         }
         let log_path = self.opt_string(obj, "logPath", "windows.logPath");
@@ -714,12 +804,20 @@ impl Reader {
             DEFAULT_POWERSHELL,
         );
         let powershell_path = self.abs_path("windows.powershellPath", &powershell_path);
-        let trigger_attempts =
-            self.uint(obj, "triggerAttempts", "windows.triggerAttempts", 3, 100) as u32;
-        let trigger_timeout = self.uint(obj, "triggerTimeout", "windows.triggerTimeout", 20, 3600);
-        if trigger_timeout == 0 {
-            self.problem("windows.triggerTimeout", "must be at least 1 second");
-        }
+        let trigger_attempts = self.uint(
+            obj,
+            "triggerAttempts",
+            "windows.triggerAttempts",
+            3,
+            (0, 100),
+        ) as u32;
+        let trigger_timeout = self.uint(
+            obj,
+            "triggerTimeout",
+            "windows.triggerTimeout",
+            20,
+            (1, 3600),
+        );
         match trigger {
             Trigger::Task => {
                 if task_name.is_none() {
@@ -785,10 +883,27 @@ pub fn single_component(name: &str) -> Result<(), &'static str> {
         Err("must be a single path component without '/'")
     } else if name.contains('\0') {
         Err("contains a NUL byte")
+    } else if name.contains('\n') {
+        Err("contains a newline")
     } else if name.len() > 255 {
         Err("is longer than 255 bytes")
     } else {
         Ok(())
+    }
+}
+
+/// A directory name the helper creates under mountPoint and systemd takes
+/// in a mount unit's What=: letters, digits, '.', '_' and '-' only, as the
+/// module's `isSafeComponent` has it.
+pub fn dir_name(name: &str) -> Result<(), &'static str> {
+    single_component(name)?;
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Ok(())
+    } else {
+        Err("may hold only letters, digits, '.', '_' and '-'")
     }
 }
 
@@ -799,6 +914,9 @@ pub fn normalize_abs(path: &str) -> Result<String, &'static str> {
     }
     if path.contains('\0') {
         return Err("contains a NUL byte");
+    }
+    if path.contains('\n') {
+        return Err("contains a newline");
     }
     let mut out = String::new();
     for c in Path::new(path).components() {
@@ -841,13 +959,14 @@ fn is_account_name(s: &str) -> bool {
 }
 
 /// A Windows path that reaches PowerShell: a drive path such as
-/// `C:\wsl\attach.ps1`, or one starting with `%LOCALAPPDATA%\` or
-/// `%USERPROFILE%\`. Only a plain character set is allowed, so nothing in
+/// `C:\wsl\attach.ps1`, or one starting with `%LOCALAPPDATA%\`,
+/// `%USERPROFILE%\` or `%ProgramData%\`. Only a plain character set is allowed, so nothing in
 /// it can be read by PowerShell as code even before quoting.
 pub fn windows_path(p: &str) -> Result<(), String> {
     let rest = if let Some(rest) = p
         .strip_prefix("%LOCALAPPDATA%\\")
         .or_else(|| p.strip_prefix("%USERPROFILE%\\"))
+        .or_else(|| p.strip_prefix("%ProgramData%\\"))
     {
         rest
     } else {
@@ -865,38 +984,47 @@ pub fn windows_path(p: &str) -> Result<(), String> {
             c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ' ' | '\\' | '(' | ')')
         })
         && !rest.split('\\').any(|part| part == "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    if !ok {
+        return Err(format!(
             "\"{p}\" may hold only letters, digits, spaces, '_', '.', '-', '(', ')' and '\\' after the drive, and no '..'"
-        ))
+        ));
     }
+    // Windows drops a trailing '.' or space from a name and treats CON,
+    // NUL, COM1 ... as devices: such a path is not the file it looks like.
+    for part in rest.split('\\') {
+        let stem = part.split('.').next().unwrap_or("").trim_end();
+        let device = matches!(
+            stem.to_ascii_uppercase().as_str(),
+            "CON" | "PRN" | "AUX" | "NUL"
+        ) || (stem.len() == 4
+            && ["COM", "LPT"].contains(&stem[..3].to_ascii_uppercase().as_str())
+            && stem.as_bytes()[3].is_ascii_digit());
+        if part.is_empty() || part.ends_with(['.', ' ']) || part.starts_with(' ') || device {
+            return Err(format!(
+                "\"{p}\": \"{part}\" is not a usable Windows file or folder name (empty, ends with '.' or a space, starts with a space, or a device name such as NUL or COM1); name the file itself, e.g. \"C:\\\\wsl\\\\attach.ps1\""
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The known key nearest to a misspelt one, for "did you mean".
+/// The known key closest to a misspelt one, if any is close (at most 3
+/// edits). A key much longer than every known key cannot be within 3
+/// edits of one, so it is not compared at all: a 10 MB key costs nothing.
 fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    const MAX_EDITS: usize = 3;
+    let longest = known.iter().map(|k| k.len()).max().unwrap_or(0);
+    if key.len() > longest + MAX_EDITS {
+        return None;
+    }
     let lower = key.to_ascii_lowercase();
     known
         .iter()
-        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
-        .filter(|(d, _)| *d <= 3)
+        .map(|k| (strsim::levenshtein(&lower, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= MAX_EDITS)
         .min()
         .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -908,6 +1036,90 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(p) => p.0.into_iter().map(|p| p.key).collect(),
         }
+    }
+
+    #[test]
+    fn fs_uuid_takes_the_forms_blkid_prints() {
+        for good in [
+            "0f3e5a8c-1c2d-4b6e-9f00-123456789abc",
+            "0F3E5A8C-1C2D-4B6E-9F00-123456789ABC",
+            "1234-ABCD",
+        ] {
+            assert!(is_fs_uuid(good), "{good}");
+        }
+        for bad in [
+            "",
+            "abc",
+            "-",
+            "0f3e5a8c1c2d4b6e9f00123456789abc",
+            "0f3e5a8c-1c2d-4b6e-9f00-123456789abg",
+            "12345-ABCD",
+            "1234-ABCD-",
+        ] {
+            assert!(!is_fs_uuid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bounds_match_the_module() {
+        let with = |extra: &str| {
+            problems(&format!(
+                r#"{{"fsUuid": "0f3e5a8c-1c2d-4b6e-9f00-123456789abc", {extra}}}"#
+            ))
+        };
+        assert_eq!(with(r#""waitTimeout": 0"#), vec!["waitTimeout"]);
+        assert_eq!(with(r#""waitTimeout": 86401"#), vec!["waitTimeout"]);
+        assert!(with(r#""waitTimeout": 1"#).is_empty());
+        assert!(with(r#""waitTimeout": 86400"#).is_empty());
+        assert_eq!(
+            with(r#""windows": {"triggerTimeout": 0}"#),
+            vec!["windows.triggerTimeout"]
+        );
+        assert!(with(r#""windows": {"triggerAttempts": 0}"#).is_empty());
+        assert_eq!(with(r#""bootGenerations": 0"#), vec!["bootGenerations"]);
+        assert_eq!(with(r#""fsckTimeout": 0"#), vec!["fsckTimeout"]);
+    }
+
+    #[test]
+    fn string_rules_match_the_module() {
+        let with = |extra: &str| {
+            problems(&format!(
+                r#"{{"fsUuid": "0f3e5a8c-1c2d-4b6e-9f00-123456789abc", {extra}}}"#
+            ))
+        };
+        assert_eq!(with(r#""fsLabel": "a\nb""#), vec!["fsLabel"]);
+        assert_eq!(with(r#""deviceId": "a\nb""#), vec!["deviceId"]);
+        assert_eq!(with(r#""device": "/dev/a\nb""#), vec!["device"]);
+        assert_eq!(with(r#""logFile": "/var/log/a\"b""#), vec!["logFile"]);
+        assert_eq!(with(r#""mountPoint": "/nix/disk""#), vec!["mountPoint"]);
+        assert_eq!(
+            with(r#""instanceDirs": {"my dir": {"owner": 0, "group": 0, "mode": "0755"}}"#),
+            vec!["instanceDirs.my dir"]
+        );
+        assert_eq!(
+            with(
+                r#""fsType": "vfat", "bindMountNixStore": true, "nixStoreSubdir": "s",
+                   "instanceDirs": {"s": {"owner": 0, "group": 0, "mode": "0755"}}"#
+            ),
+            vec!["fsType"]
+        );
+        assert!(with(
+            r#""instanceDirs": {"nixos-wsl_dev.2": {"owner": 0, "group": 0, "mode": "0755"}}"#
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_huge_unknown_key_is_cut_short_and_not_compared() {
+        let key = "x".repeat(1 << 20);
+        let err = Config::parse(&format!(r#"{{"fsLabel": "l", "{key}": 1}}"#)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 2048, "{} bytes", text.len());
+        assert!(text.contains("(1048576 bytes): unknown key;"), "{text}");
+        assert!(!text.contains("did you mean"), "{text}");
+        assert_eq!(closest("fsUUid", TOP_KEYS), Some("fsUuid"));
+        assert_eq!(closest("waitTimeOut", TOP_KEYS), Some("waitTimeout"));
+        assert_eq!(echo("short"), "short");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::config::{Config, Trigger};
 use crate::exit::Exit;
 use crate::status::{self, Status};
 use crate::store;
-use crate::windows::script;
-use crate::windows::trigger::{run_program, TriggerOutcome};
+use crate::windows::trigger::{self, run_program, TaskVerdict, TriggerOutcome};
+use crate::windows::{install, script};
 
 /// The marker unit of the NixOS module, which nix-daemon is ordered after.
 pub const MARKER_UNIT: &str = "nix-mount-marker.service";
@@ -158,7 +158,8 @@ pub fn diagnose(config_path: &Path, boot_root: &Path) -> Report {
     check_links(&mut checks, &cfg, &st);
     check_udev(&mut checks, links_needed);
     check_dev_disk(&mut checks, links_needed);
-    check_windows(&mut checks, &cfg);
+    let task_run = check_windows(&mut checks, &cfg);
+    check_installed_script(&mut checks, &cfg, task_run.as_ref());
     check_mount(&mut checks, &cfg, &st);
     check_instance_dirs(&mut checks, &cfg, &st);
     check_bind(&mut checks, &cfg, &st);
@@ -182,9 +183,9 @@ fn attach_fix(cfg: &Config) -> String {
     let then = "then `systemctl restart wsl-storage-mount`";
     match cfg.windows.trigger {
         Trigger::Task => format!(
-            "attach the disk: `{} /Run /TN \"{}\"` starts the elevated task (its transcript tells why it did not attach: windows.logPath, default %LOCALAPPDATA%\\wsl-storage-mount\\attach.log); or {by_hand}; {then}",
+            "attach the disk: `{} /Run /TN \"{}\"` starts the elevated task (its transcript tells why it did not attach: windows.logPath, default %ProgramData%\\wsl-storage-mount\\attach.log); or {by_hand}; {then}",
             cfg.windows.schtasks_path,
-            script::task_name(cfg)
+            script::task_name(&cfg.windows)
         ),
         _ => format!(
             "attach the disk {by_hand} (register-task.ps1 makes a logon task that does it, and windows.trigger = \"task\" lets the boot start it); {then}"
@@ -210,24 +211,27 @@ fn check_device(checks: &mut Checks, cfg: &Config, st: &Status) {
     };
     let node = &dev.node;
     let Some(fs) = &dev.filesystem else {
-        checks.fail(
-            "device",
-            format!("{node} ({}) holds no filesystem the helper recognises", dev.via),
-            format!(
-                "check that the identity points at the storage disk (`lsblk -f`); the helper never formats: if this is the new, empty storage disk, create the filesystem yourself: `mkfs.{} -L wsl-storage {node}`",
-                cfg.fs_type
+        // Described by what libblkid sees: a partitioned disk names its
+        // partitions, and only a blank device gets the mkfs hint.
+        let path = std::path::Path::new(node);
+        let (what, fix) = match crate::boot::probe::probe_contents(path) {
+            Ok(contents) => crate::boot::unusable(cfg, path, &contents),
+            Err(e) => (
+                format!("cannot be probed: {e}"),
+                "check that the identity points at the storage disk (`lsblk -f`)".to_string(),
             ),
-        );
+        };
+        checks.fail("device", format!("{node} ({}) {what}", dev.via), fix);
         return;
     };
     if !fs.matches_type(&cfg.fs_type) {
         checks.fail(
             "device",
-            format!("{node} ({}) holds {}, not fsType {}", dev.via, fs.fs_type, cfg.fs_type),
             format!(
-                "set fsType = \"{}\" if this is the storage disk, or fix the device identity (`lsblk -f`)",
-                fs.fs_type
+                "{node} ({}) holds {}, not fsType {}",
+                dev.via, fs.fs_type, cfg.fs_type
             ),
+            crate::boot::wrong_type_fix(&fs.fs_type),
         );
         return;
     }
@@ -413,7 +417,7 @@ fn check_dev_disk(checks: &mut Checks, links_needed: bool) {
 
 /// Interop and the Windows side: the configured executable runs, and the
 /// task exists (trigger "task") or the script is there (trigger "script").
-fn check_windows(checks: &mut Checks, cfg: &Config) {
+fn check_windows(checks: &mut Checks, cfg: &Config) -> Option<trigger::TaskRun> {
     let win = &cfg.windows;
     let (program, key, args) = match win.trigger {
         Trigger::None => {
@@ -422,16 +426,24 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
                 "windows.trigger is \"none\": the boot does not start anything on Windows",
             );
             checks.skip("windows-task", "windows.trigger is \"none\"");
-            return;
+            return None;
         }
         Trigger::Task => (
             &win.schtasks_path,
             "windows.schtasksPath",
-            vec![
-                "/Query".to_string(),
-                "/TN".to_string(),
-                script::task_name(cfg),
-            ],
+            // The verbose CSV also tells the last result (see
+            // trigger::parse_task_query for how it is read).
+            [
+                "/Query",
+                "/TN",
+                &script::task_name(&cfg.windows),
+                "/V",
+                "/FO",
+                "CSV",
+                "/NH",
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
         Trigger::Script => {
             let path = win.script_path.clone().unwrap_or_default();
@@ -478,12 +490,12 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
                 format!("interop may still be starting; run doctor again in a minute, else {interop_fix}"),
             );
             checks.skip(id, "interop did not answer");
-            return;
+            return None;
         }
         other => {
             checks.fail("interop", format!("{key} {}", other.summary()), interop_fix);
             checks.skip(id, "interop is not usable");
-            return;
+            return None;
         }
     };
     checks.ok("interop", format!("{program} runs"));
@@ -494,16 +506,39 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
         .unwrap_or("")
         .to_string();
     let code_text = code.map_or("a signal".to_string(), |c| c.to_string());
+    let mut task_run = None;
     match win.trigger {
-        Trigger::Task if code == Some(0) => checks.ok(
-            id,
-            format!("scheduled task \"{}\" exists", script::task_name(cfg)),
-        ),
+        Trigger::Task if code == Some(0) => {
+            let name = script::task_name(&cfg.windows);
+            task_run = trigger::parse_task_query(&output, &name);
+            match task_run
+                .clone()
+                .map(|run| (run.last_run, trigger::describe_task_result(run.last_result)))
+            {
+                Some((when, (TaskVerdict::Failed, what))) => checks.warn(
+                    id,
+                    format!("scheduled task \"{name}\" exists; its last run ({when}): {what}"),
+                    format!(
+                        "read its transcript ({}), fix what it names, then run it again: `{} /Run /TN \"{name}\"`",
+                        win.log_path.as_deref().unwrap_or(script::DEFAULT_LOG_PATH),
+                        win.schtasks_path
+                    ),
+                ),
+                Some((when, (_, what))) => checks.ok(
+                    id,
+                    format!("scheduled task \"{name}\" exists; its last run ({when}): {what}"),
+                ),
+                None => checks.ok(
+                    id,
+                    format!("scheduled task \"{name}\" exists (its last result could not be read)"),
+                ),
+            }
+        }
         Trigger::Task => checks.fail(
             id,
             format!(
                 "`schtasks /Query /TN \"{}\"` exited with {code_text}: {first}",
-                script::task_name(cfg)
+                script::task_name(&cfg.windows)
             ),
             "register the task once, in an elevated PowerShell: run register-task.ps1 (`sudo wsl-storage-mount install-windows-files` copies it to %USERPROFILE%\\wsl-storage-mount; or `wsl-storage-mount windows-task > register-task.ps1`)",
         ),
@@ -513,7 +548,7 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
                 "attach script {} exists; but the \"script\" trigger can attach only when WSL itself was started elevated",
                 win.script_path.as_deref().unwrap_or("")
             ),
-            "use windows.trigger = \"task\" with the elevated task from register-task.ps1",
+            "use windows.trigger = \"task\" with the elevated task from register-task.ps1; if you keep the script trigger, WSL runs windows.scriptPath elevated, so keep it where only administrators can write: the copy register-task.ps1 installs, %ProgramData%\\wsl-storage-mount\\attach.ps1",
         ),
         _ => checks.fail(
             id,
@@ -524,6 +559,121 @@ fn check_windows(checks: &mut Checks, cfg: &Config) {
             "copy it there: `sudo wsl-storage-mount install-windows-files --dir <that dir as a Linux path>`, or fix windows.scriptPath",
         ),
     }
+    task_run
+}
+
+/// The attach.ps1 the task runs is the copy register-task.ps1 installed in
+/// %ProgramData%\wsl-storage-mount (read here through the automount path
+/// that windows.schtasksPath shows): it must be what this config generates,
+/// or the task attaches with old settings. Compared by SHA-256.
+fn check_installed_script(checks: &mut Checks, cfg: &Config, task_run: Option<&trigger::TaskRun>) {
+    let id = "windows-installed-script";
+    if cfg.windows.trigger != Trigger::Task {
+        checks.skip(id, "windows.trigger is not \"task\"");
+        return;
+    }
+    let Ok(expected) = script::attach_script(cfg) else {
+        checks.skip(
+            id,
+            "the config gives no attach.ps1 (diskSerialNumber is not set)",
+        );
+        return;
+    };
+    let (program_data, dir) = match install::windows_dir(cfg, "%ProgramData%") {
+        Ok(found) => found,
+        Err(why) => {
+            checks.skip(id, format!("Windows is out of reach: {why}"));
+            return;
+        }
+    };
+    let windows_path = format!(
+        "{}\\{}\\{}",
+        program_data.trim_end_matches('\\'),
+        script::INSTALL_SUBDIR,
+        script::ATTACH_FILE
+    );
+    let linux_path = dir.join(script::INSTALL_SUBDIR).join(script::ATTACH_FILE);
+    let update = format!(
+        "stage the scripts with `sudo wsl-storage-mount install-windows-files`, then run register-task.ps1 again in an elevated PowerShell: `powershell.exe -NoProfile -ExecutionPolicy Bypass -File $env:USERPROFILE\\{}\\{}` (it installs attach.ps1 for the task; nothing started from Linux can, by design)",
+        script::INSTALL_SUBDIR,
+        script::REGISTER_FILE
+    );
+    // A task registered by an older register-task.ps1 runs the copy in the
+    // user's profile, which any unelevated program can replace.
+    if let Some(run) = task_run.filter(|r| !r.task_to_run.is_empty()) {
+        if !run
+            .task_to_run
+            .to_ascii_lowercase()
+            .contains(&windows_path.to_ascii_lowercase())
+        {
+            checks.fail(
+                id,
+                format!(
+                    "the task runs `{}`, not {windows_path}: a script outside the administrators-only directory can be replaced by any program without elevation, which then gets administrator rights at the next start of the task",
+                    run.task_to_run
+                ),
+                update,
+            );
+            return;
+        }
+    }
+    let want = script::sha256_hex(expected.as_bytes());
+    match read_small_regular_file(&linux_path) {
+        Ok(bytes) => {
+            let have = script::sha256_hex(&bytes);
+            if have == want {
+                checks.ok(
+                    id,
+                    format!("{windows_path} is what the config generates (SHA-256 {want})"),
+                );
+            } else {
+                checks.warn(
+                    id,
+                    format!("{windows_path}, which the task runs, is not what the config generates: SHA-256 {have}, the config gives {want}"),
+                    update,
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => checks.fail(
+            id,
+            format!(
+                "{windows_path} (at {}) does not exist: the task has no script to run",
+                linux_path.display()
+            ),
+            update,
+        ),
+        Err(e) => checks.fail(
+            id,
+            format!(
+                "cannot read {windows_path} (at {}): {e}",
+                linux_path.display()
+            ),
+            update,
+        ),
+    }
+}
+
+/// A regular file of at most 1 MiB, opened without following a symlink and
+/// without blocking on a FIFO.
+fn read_small_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > 1 << 20 {
+        return Err(std::io::Error::other(
+            "larger than 1 MiB, not an attach.ps1",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(1 << 20).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The Windows drive a program lives on, as a Linux path: the parent of
@@ -829,7 +979,7 @@ fn check_last_run(checks: &mut Checks, st: &Status) {
 }
 
 fn check_log(checks: &mut Checks, cfg: &Config) -> Vec<String> {
-    match fs::read(&cfg.log_file) {
+    match crate::log::read_file(std::path::Path::new(&cfg.log_file)) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             let lines: Vec<&str> = text.lines().collect();

@@ -5,8 +5,8 @@
 //! writing, because the file and the journal want different line formats.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
@@ -51,21 +51,75 @@ pub fn init(verbosity: u8) {
 /// read-only /var, say) is a warning: logging must never stop the boot.
 pub fn open_file(path: &Path) {
     let Some(logger) = LOGGER.get() else { return };
-    let opened = path
-        .parent()
-        .map_or(Ok(()), fs::create_dir_all)
-        .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
-    match opened {
+    match open_log(path) {
         Ok(file) => {
             if let Ok(mut slot) = logger.file.lock() {
                 *slot = Some(file);
             }
         }
-        Err(e) => log::warn!(
-            "cannot open log file {}: {e}; logging to stderr only (check that its directory is writable)",
-            path.display()
-        ),
+        Err(e) => log::warn!("{e}; logging to stderr only"),
     }
+}
+
+/// Open the log file for appending, as root at boot: never through a
+/// symlink (O_NOFOLLOW), never blocking on a FIFO without a reader
+/// (O_NONBLOCK), and only a regular file (checked on the descriptor, so
+/// nothing can swap the path between the check and the use).
+fn open_log(path: &Path) -> Result<File, String> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the log file's directory {}: {e} (check that it is writable)",
+                dir.display()
+            )
+        })?;
+    }
+    let mut options = OpenOptions::new();
+    options.create(true).append(true).mode(0o640);
+    let file = open_regular(&mut options, path).map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::ELOOP) => "it is a symlink, which the helper does not follow as root"
+                    .to_string(),
+                Some(libc::ENXIO) => "it is a FIFO or socket, not a regular file".to_string(),
+                _ => e.to_string(),
+            };
+            format!(
+                "cannot open log file {}: {why}; set logFile to a regular file in a directory only root can write",
+                path.display()
+            )
+        })?;
+    Ok(file)
+}
+
+/// Open `path` with `options` plus O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC, and
+/// keep it only when it is a regular file (checked on the descriptor).
+fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Read the log file (for `doctor`) under the same rules as writing it:
+/// no symlink followed, no FIFO waited on, regular files only.
+pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file =
+        open_regular(OpenOptions::new().read(true), path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symlink, which the helper does not follow as root",
+            ),
+            _ => e,
+        })?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// systemd sets JOURNAL_STREAM to "DEV:INODE" of the stream it connected

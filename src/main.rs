@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::exit::{exit_of, fail, Exit};
 
 fn load_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = config::read_file(path).map_err(|e| {
         fail(
             Exit::Config,
             format!(
@@ -76,10 +76,25 @@ fn run(cli: &Cli) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::WindowsTask => {
-            print_stdout(&windows::script::register_script(&cfg))?;
+            print_stdout(&windows::script::register_script(&cfg)?)?;
             Ok(Exit::Success)
         }
         Command::InstallWindowsFiles { dir } => windows::install::run(&cfg, dir.as_deref()),
+        Command::Migrate {
+            dry_run,
+            resume,
+            verify_contents,
+            system,
+        } => store::migrate::run(
+            &cfg,
+            &store::migrate::Options {
+                boot_root: cli.boot_root.clone(),
+                dry_run: *dry_run,
+                resume: *resume,
+                verify_contents: *verify_contents,
+                system: system.clone(),
+            },
+        ),
         Command::Doctor { json } => doctor::run(&cli.config, *json, &cli.boot_root),
         Command::Bench {
             size,
@@ -110,6 +125,7 @@ fn print_stdout(text: &str) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::log::init(cli.verbose);
+    crate::state::set_run_dir(cli.run_dir.clone());
     match run(&cli) {
         Ok(exit) => ExitCode::from(exit.code() as u8),
         Err(err) => {

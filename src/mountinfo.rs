@@ -1,9 +1,17 @@
 //! /proc/self/mountinfo: what is mounted where, from which device.
+//!
+//! Read as bytes: a path is any bytes but '/' and NUL, and one mount
+//! anywhere in the namespace at a non-UTF-8 path must not blind the helper
+//! to all the others. Paths stay `PathBuf`/`OsString`; they become text
+//! (lossily) only in messages and JSON.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -14,12 +22,19 @@ pub struct MountEntry {
     pub minor: u32,
     /// The path inside the filesystem that is mounted here ("/" for a
     /// whole filesystem, "/sub" for a bind of a subdirectory).
-    pub root: String,
-    pub mount_point: String,
+    #[serde(serialize_with = "lossy")]
+    pub root: PathBuf,
+    #[serde(serialize_with = "lossy")]
+    pub mount_point: PathBuf,
     pub options: String,
     pub fs_type: String,
-    pub source: String,
+    #[serde(serialize_with = "lossy")]
+    pub source: OsString,
     pub super_options: String,
+}
+
+fn lossy<S: Serializer, T: AsRef<std::ffi::OsStr>>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.as_ref().to_string_lossy())
 }
 
 impl MountEntry {
@@ -32,68 +47,92 @@ impl MountEntry {
     pub fn has_option(&self, opt: &str) -> bool {
         self.options.split(',').any(|o| o == opt)
     }
+
+    /// The source for a message ("/dev/sdc", "tmpfs").
+    pub fn source_text(&self) -> String {
+        self.source.to_string_lossy().into_owned()
+    }
 }
 
-/// Undo the kernel's octal escaping of ' ', '\t', '\n' and '\\'.
-pub fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// Undo the kernel's octal escaping of ' ', '\t', '\n' and '\\'; any
+/// other byte is taken as it is.
+pub fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
+    while i < field.len() {
+        if field[i] == b'\\'
+            && i + 3 < field.len()
+            && field[i + 1..i + 4]
                 .iter()
                 .all(|b| (b'0'..=b'7').contains(b))
         {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
+            let v = (u32::from(field[i + 1] - b'0') << 6)
+                | (u32::from(field[i + 2] - b'0') << 3)
+                | u32::from(field[i + 3] - b'0');
+            out.push(v as u8);
             i += 4;
         } else {
-            out.push(bytes[i]);
+            out.push(field[i]);
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
-pub fn parse(text: &str) -> Vec<MountEntry> {
-    text.lines().filter_map(parse_line).collect()
+fn path(field: &[u8]) -> PathBuf {
+    PathBuf::from(OsString::from_vec(unescape(field)))
 }
 
-fn parse_line(line: &str) -> Option<MountEntry> {
-    let fields: Vec<&str> = line.split(' ').collect();
+fn text(field: &[u8]) -> String {
+    String::from_utf8_lossy(field).into_owned()
+}
+
+fn number<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
+pub fn parse(bytes: &[u8]) -> Vec<MountEntry> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter_map(parse_line)
+        .collect()
+}
+
+fn parse_line(line: &[u8]) -> Option<MountEntry> {
+    let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
     // Optional fields end with a lone "-".
-    let sep = fields.iter().position(|f| *f == "-")?;
+    let sep = fields.iter().position(|f| *f == b"-")?;
     if sep < 6 || fields.len() < sep + 4 {
         return None;
     }
-    let (major, minor) = fields[2].split_once(':')?;
+    let colon = fields[2].iter().position(|&b| b == b':')?;
     Some(MountEntry {
-        id: fields[0].parse().ok()?,
-        parent: fields[1].parse().ok()?,
-        major: major.parse().ok()?,
-        minor: minor.parse().ok()?,
-        root: unescape(fields[3]),
-        mount_point: unescape(fields[4]),
-        options: fields[5].to_string(),
-        fs_type: fields[sep + 1].to_string(),
-        source: unescape(fields[sep + 2]),
-        super_options: fields[sep + 3].to_string(),
+        id: number(fields[0])?,
+        parent: number(fields[1])?,
+        major: number(&fields[2][..colon])?,
+        minor: number(&fields[2][colon + 1..])?,
+        root: path(fields[3]),
+        mount_point: path(fields[4]),
+        options: text(fields[5]),
+        fs_type: text(&unescape(fields[sep + 1])),
+        source: OsString::from_vec(unescape(fields[sep + 2])),
+        super_options: text(fields[sep + 3]),
     })
 }
 
 pub fn read() -> io::Result<Vec<MountEntry>> {
-    Ok(parse(&fs::read_to_string("/proc/self/mountinfo")?))
+    Ok(parse(&fs::read("/proc/self/mountinfo")?))
 }
 
 /// The mount that is visible at `path` (the last one mounted there), if any.
-pub fn top_at<'a>(mounts: &'a [MountEntry], path: &str) -> Option<&'a MountEntry> {
+pub fn top_at(mounts: &[MountEntry], path: impl AsRef<Path>) -> Option<&MountEntry> {
+    let path = path.as_ref();
     mounts.iter().rev().find(|m| m.mount_point == path)
 }
 
 /// How many mounts are stacked at `path`.
-pub fn count_at(mounts: &[MountEntry], path: &str) -> usize {
+pub fn count_at(mounts: &[MountEntry], path: impl AsRef<Path>) -> usize {
+    let path = path.as_ref();
     mounts.iter().filter(|m| m.mount_point == path).count()
 }
 
@@ -101,23 +140,24 @@ pub fn count_at(mounts: &[MountEntry], path: &str) -> usize {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "\
+    const SAMPLE: &[u8] = b"\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
 97 22 7:3 / /mnt/wsl/storage rw,noatime shared:50 - ext4 /dev/loop3 rw
 98 22 7:3 /nixos-wsl-main /nix rw,noatime shared:50 - ext4 /dev/loop3 rw
 99 22 0:45 / /tmp/with\\040space\\011tab rw - tmpfs my\\134source rw,size=10k
-100 22 0:46 / /mnt/wsl/storage rw master:3 - tmpfs tmpfs rw";
+100 22 0:46 / /mnt/wsl/storage rw master:3 - tmpfs tmpfs rw
+101 22 0:47 / /tmp/caf\xe9\\040\xff rw - tmpfs n\xffn rw";
 
     #[test]
     fn parses_fields_and_optional_fields() {
         let m = parse(SAMPLE);
-        assert_eq!(m.len(), 5);
-        assert_eq!(m[1].mount_point, "/mnt/wsl/storage");
+        assert_eq!(m.len(), 6);
+        assert_eq!(m[1].mount_point, Path::new("/mnt/wsl/storage"));
         assert_eq!((m[1].major, m[1].minor), (7, 3));
         assert_eq!(m[1].fs_type, "ext4");
         assert_eq!(m[1].source, "/dev/loop3");
         assert!(m[1].has_option("noatime") && !m[1].has_option("atime"));
-        assert_eq!(m[2].root, "/nixos-wsl-main");
+        assert_eq!(m[2].root, Path::new("/nixos-wsl-main"));
         // no optional fields at all
         assert_eq!(m[3].fs_type, "tmpfs");
     }
@@ -125,10 +165,30 @@ mod tests {
     #[test]
     fn octal_escapes_are_undone() {
         let m = parse(SAMPLE);
-        assert_eq!(m[3].mount_point, "/tmp/with space\ttab");
+        assert_eq!(m[3].mount_point, Path::new("/tmp/with space\ttab"));
         assert_eq!(m[3].source, "my\\source");
-        assert_eq!(unescape("a\\012b"), "a\nb");
-        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+        assert_eq!(unescape(b"a\\012b"), b"a\nb");
+        assert_eq!(unescape(b"trailing\\04"), b"trailing\\04");
+    }
+
+    #[test]
+    fn non_utf8_paths_are_kept_byte_for_byte() {
+        let m = parse(SAMPLE);
+        let bad = &m[5];
+        assert_eq!(
+            bad.mount_point.as_os_str().as_encoded_bytes(),
+            b"/tmp/caf\xe9 \xff"
+        );
+        assert_eq!(bad.source.as_encoded_bytes(), b"n\xffn");
+        assert_eq!(bad.source_text(), "n\u{fffd}n");
+        assert!(top_at(&m, &bad.mount_point).is_some());
+        // The lines around it are all still there.
+        assert_eq!(top_at(&m, "/mnt/wsl/storage").unwrap().id, 100);
+        let json = serde_json::to_string(bad).unwrap();
+        assert!(
+            json.contains("\"mountPoint\":\"/tmp/caf\u{fffd} \u{fffd}\""),
+            "{json}"
+        );
     }
 
     #[test]
@@ -141,7 +201,7 @@ mod tests {
 
     #[test]
     fn garbage_lines_are_skipped() {
-        assert!(parse("not a mountinfo line\n1 2 3").is_empty());
+        assert!(parse(b"not a mountinfo line\n1 2 3").is_empty());
     }
 
     #[test]

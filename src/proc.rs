@@ -13,11 +13,46 @@ use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+
+/// The process groups of the children running now, so that a helper
+/// stopped by a signal takes them along (`kill_all`): each child lives in a
+/// group of its own, which a signal to the helper's group does not reach.
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Kill every child group still running (a signal is stopping the helper).
+pub fn kill_all() {
+    for pgid in live().drain(..) {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// For commands that run long children (sync-boot, migrate): on SIGTERM,
+/// SIGINT (Ctrl-C reaches only the terminal's foreground group, not our
+/// children's own groups) or SIGHUP, kill the children, then die of the
+/// signal as before.
+pub fn kill_children_on_signal() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            kill_all();
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            std::process::exit(128 + sig);
+        }
+    });
+}
 
 /// How often a running child is looked at.
 const TICK: Duration = Duration::from_millis(5);
@@ -120,6 +155,7 @@ pub fn pipe(
         Ok(c) => c,
         Err(e) => {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            forget(pgid);
             let _ = first.wait();
             return Err(e);
         }
@@ -172,6 +208,7 @@ pub fn pipe(
         std::thread::sleep(TICK);
     }
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    forget(pgid);
     let code = |c: Option<Option<i32>>| if timed_out { None } else { c.flatten() };
     Ok((
         Finished {
@@ -196,7 +233,15 @@ fn spawn_in_own_group(cmd: &mut Command, pgid: Option<i32>) -> io::Result<Child>
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty program"));
     }
     cmd.process_group(pgid.unwrap_or(0));
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    if pgid.is_none() {
+        live().push(child.id() as i32);
+    }
+    Ok(child)
+}
+
+fn forget(pgid: i32) {
+    live().retain(|&g| g != pgid);
 }
 
 /// The child's process group, killed once: at the deadline, or after the
@@ -217,6 +262,7 @@ impl Group {
     fn kill(&mut self) {
         if !self.killed {
             let _ = killpg(self.pgid, Signal::SIGKILL);
+            forget(self.pgid.as_raw());
             self.killed = true;
         }
     }

@@ -10,9 +10,22 @@ use serde::{Deserialize, Serialize};
 
 pub const RUNTIME_DIR: &str = "/run/wsl-storage-mount";
 
-/// The run directory: state, stamp, boot view.
+/// Set once by main from `--run-dir` (env WSL_STORAGE_MOUNT_RUN_DIR), so the
+/// tests and the demo can keep their state out of the host's /run.
+static RUN_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Use `dir` as the run directory for the rest of the process (first call wins).
+pub fn set_run_dir(dir: std::path::PathBuf) {
+    let _ = RUN_DIR.set(dir);
+}
+
+/// The run directory: state, stamp, boot view. `RUNTIME_DIR` unless
+/// `--run-dir` said otherwise; the NixOS module's units rely on the default.
 pub fn run_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(RUNTIME_DIR)
+    RUN_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::path::PathBuf::from(RUNTIME_DIR))
 }
 
 pub fn state_path() -> std::path::PathBuf {
@@ -22,7 +35,7 @@ pub fn state_path() -> std::path::PathBuf {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunState {
-    /// "mounted", "degraded" or "failed".
+    /// "mounted", "degraded", "failed", or "interrupted" (a signal stopped the run).
     pub outcome: String,
     pub exit_code: i32,
     pub message: String,

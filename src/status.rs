@@ -42,6 +42,9 @@ pub struct DeviceStatus {
     pub node: String,
     pub via: String,
     pub filesystem: Option<FsInfo>,
+    /// When there is no single filesystem: what the device holds instead
+    /// (a partition table with its partitions, two signatures, size 0 ...).
+    pub filesystem_problem: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,18 +89,39 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
             None
         }
     };
-    let device = found.as_ref().map(|f| DeviceStatus {
-        node: f.node.display().to_string(),
-        via: f.via.clone(),
-        filesystem: probe::probe_path(&f.node).ok().flatten(),
+    let device = found.as_ref().map(|f| {
+        let (filesystem, filesystem_problem) = match probe::probe_contents(&f.node) {
+            Ok(probe::Contents::Filesystem(fs)) => (Some(fs), None),
+            Ok(other) => (None, Some(crate::boot::unusable(cfg, &f.node, &other).0)),
+            Err(e) => (None, Some(format!("cannot be probed: {e}"))),
+        };
+        DeviceStatus {
+            node: f.node.display().to_string(),
+            via: f.via.clone(),
+            filesystem,
+            filesystem_problem,
+        }
     });
     if found.is_none() {
-        problems.push(format!("device not present ({})", cfg.identity()));
+        // Name what is at a configured path that did not count (a regular
+        // file, a loop device of size 0), as the boot step does.
+        let there: Vec<String> = device::candidate_links(cfg)
+            .into_iter()
+            .filter_map(|(_, p)| match device::describe_candidate(&p) {
+                what if what == "absent" => None,
+                what => Some(format!("{}: {what}", p.display())),
+            })
+            .collect();
+        let mut problem = format!("device not present ({})", cfg.identity());
+        if !there.is_empty() {
+            problem.push_str(&format!("; {}", there.join("; ")));
+        }
+        problems.push(problem);
     }
 
     let top = mountinfo::top_at(&mounts, &cfg.mount_point);
     let mount = top.map(|m| MountStatus {
-        source: m.source.clone(),
+        source: m.source_text(),
         fs_type: m.fs_type.clone(),
         options: m.options.clone(),
         is_configured_device: found.as_ref().is_some_and(|f| m.is_device(f.rdev)),
@@ -191,7 +215,9 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
             target: cfg.bind_target.clone(),
             store_dir: cfg.store_dir().unwrap_or_default(),
             is_bind: b.is_bind,
-            mounted_source: b.mounted.map(|m| format!("{} (root {})", m.source, m.root)),
+            mounted_source: b
+                .mounted
+                .map(|m| format!("{} (root {})", m.source_text(), m.root.display())),
             marker,
         }
     });
@@ -263,7 +289,13 @@ pub fn render(s: &Status) -> String {
                         }
                     );
                 }
-                None => out.push_str("\n  fs:        none recognised\n"),
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "\n  fs:        none usable: {}",
+                        d.filesystem_problem.as_deref().unwrap_or("none recognised")
+                    );
+                }
             }
         }
         None => out.push_str("  node:      not present\n"),

@@ -48,9 +48,14 @@ fn healthy(sb: &mut Sandbox) -> Setup {
     sb.sh_ok(&format!("mkdir -p {root}"));
     nixstore::vhdx_root(sb, &root, &system);
 
-    // Windows: the task exists.
-    let schtasks = sb.path("win/schtasks.exe");
+    // Windows: the task exists, and the attach.ps1 it runs is installed
+    // (written below, once the config exists).
+    let schtasks = schtasks_path(sb);
     fake_schtasks(sb, 0);
+    sb.fake_exe(
+        &schtasks.with_file_name("cmd.exe"),
+        "case \"$4\" in %ProgramData%) printf 'C:\\\\ProgramData\\r\\n' ;; *) exit 1 ;; esac",
+    );
 
     // udev answers; systemd knows nix-daemon, active, after the marker.
     let fake_bin = sb.path("fakebin");
@@ -80,6 +85,10 @@ fn healthy(sb: &mut Sandbox) -> Setup {
             },
         }),
     );
+    let attach = sb.helper(&cfg, &["windows-script"]);
+    let installed = sb.path("win/c/ProgramData/wsl-storage-mount/attach.ps1");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::write(&installed, &attach.stdout).unwrap();
     let out = sb.helper(&cfg, &["mount"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     // What nix.mount and nix-mount-marker.service do.
@@ -97,14 +106,38 @@ fn healthy(sb: &mut Sandbox) -> Setup {
     }
 }
 
-/// schtasks.exe: `/Query` exits with `query_exit` (0: the task exists).
+/// schtasks.exe: `/Query` exits with `query_exit` (0: the task exists,
+/// and its last run ended with exit 0).
 fn fake_schtasks(sb: &Sandbox, query_exit: i32) {
+    fake_schtasks_with_result(sb, query_exit, 0);
+}
+
+/// What register-task.ps1 registers as the task's action.
+const TASK_TO_RUN: &str = "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"C:\\ProgramData\\wsl-storage-mount\\attach.ps1\"";
+
+/// ... and the task's last run ended with `last_result`, as the verbose CSV
+/// (`/V /FO CSV /NH`) says it.
+fn fake_schtasks_with_result(sb: &Sandbox, query_exit: i32, last_result: i64) {
+    fake_schtasks_running(sb, query_exit, last_result, TASK_TO_RUN);
+}
+
+/// ... and its action is `task_to_run`.
+fn fake_schtasks_running(sb: &Sandbox, query_exit: i32, last_result: i64, task_to_run: &str) {
     let body = if query_exit == 0 {
-        "echo \"$*\" >> \"$0.calls\"\ncase \"$1\" in /Query) printf 'TaskName                                 Next Run Time          Status\\r\\n===\\r\\nwsl-storage-mount                        N/A                    Ready\\r\\n' ;; esac\nexit 0".to_string()
+        format!(
+            "echo \"$*\" >> \"$0.calls\"\ncase \"$1\" in /Query) printf '%s\\r\\n' '\"PC\",\"\\wsl-storage-mount\",\"N/A\",\"Ready\",\"Interactive only\",\"11/25/2026 7:00:01 AM\",\"{last_result}\",\"PC\\me\",\"{}\"' ;; esac\nexit 0",
+            task_to_run.replace('"', "\"\"")
+        )
     } else {
         format!("echo \"$*\" >> \"$0.calls\"\necho 'ERROR: The system cannot find the file specified.'\nexit {query_exit}")
     };
-    sb.fake_exe(&sb.path("win/schtasks.exe"), &body);
+    sb.fake_exe(&schtasks_path(sb), &body);
+}
+
+/// schtasks.exe in a fake Windows drive (as /mnt/c/Windows/System32), so
+/// that doctor finds cmd.exe beside it and %ProgramData% under the drive.
+fn schtasks_path(sb: &Sandbox) -> PathBuf {
+    sb.path("win/c/Windows/System32/schtasks.exe")
 }
 
 /// systemctl show for nix-daemon.service and .socket, both active, both
@@ -205,6 +238,7 @@ fn a_healthy_setup_is_all_ok() {
             "dev-disk",
             "interop",
             "windows-task",
+            "windows-installed-script",
             "mount",
             "instance-dir:nixos-wsl-dev",
             "instance-dir:nixos-wsl-main",
@@ -234,8 +268,8 @@ fn a_healthy_setup_is_all_ok() {
         .any(|l| l.as_str().unwrap().contains("mount: mounted")));
     assert_eq!(report["status"]["ok"], true);
     // What was asked of Windows and systemd.
-    let calls = std::fs::read_to_string(sb.path("win/schtasks.exe.calls")).unwrap();
-    assert_eq!(calls, "/Query /TN wsl-storage-mount\n");
+    let calls = std::fs::read_to_string(schtasks_path(&sb).with_extension("exe.calls")).unwrap();
+    assert_eq!(calls, "/Query /TN wsl-storage-mount /V /FO CSV /NH\n");
     let calls = std::fs::read_to_string(sb.path("fakebin/systemctl.calls")).unwrap();
     assert_eq!(
         calls,
@@ -246,7 +280,7 @@ fn a_healthy_setup_is_all_ok() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("doctor: 16 ok, 0 warning(s), 0 failed, 0 skipped"),
+        text.contains("doctor: 17 ok, 0 warning(s), 0 failed, 0 skipped"),
         "{text}"
     );
     assert!(!text.contains("fix:"), "{text}");
@@ -407,13 +441,87 @@ fn a_missing_task_and_a_daemon_not_ordered_after_the_marker_fail() {
     ));
 }
 
+/// The task exists but its last run failed (attach.ps1 exit 1: no disk
+/// with the serial): a warning that says so, with the transcript and the
+/// command to run it again.
+#[test]
+fn a_task_whose_last_run_failed_is_a_warning_with_its_meaning() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let s = healthy(&mut sb);
+    fake_schtasks_with_result(&sb, 0, 1);
+    let (code, report) = run_doctor(&sb, &s);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(not_ok(&report), ["windows-task=warn"], "{report:#}");
+    let task = check(&report, "windows-task");
+    let message = task["message"].as_str().unwrap();
+    assert!(
+        message.contains("its last run (11/25/2026 7:00:01 AM): attach.ps1 exited 1: no disk, or more than one, has diskSerialNumber"),
+        "{message}"
+    );
+    let fix = task["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("%ProgramData%\\wsl-storage-mount\\attach.log"),
+        "{fix}"
+    );
+    assert!(
+        commands(&task["fix"])
+            .iter()
+            .any(|c| c.ends_with("schtasks.exe /Run /TN \"wsl-storage-mount\"")),
+        "{fix}"
+    );
+    // Still running is no warning.
+    fake_schtasks_with_result(&sb, 0, 0x41301);
+    let (_, report) = run_doctor(&sb, &s);
+    assert_eq!(not_ok(&report), Vec::<String>::new(), "{report:#}");
+    assert!(check(&report, "windows-task")["message"]
+        .as_str()
+        .unwrap()
+        .contains("still running (0x41301)"));
+}
+
+/// A task registered by an older register-task.ps1 runs attach.ps1 from
+/// the user's profile, which any unelevated program can replace: a failure,
+/// whatever that file holds, with the command that moves the task over.
+#[test]
+fn a_task_that_runs_a_user_writable_script_is_a_failure() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let s = healthy(&mut sb);
+    fake_schtasks_running(
+        &sb,
+        0,
+        0,
+        "powershell.exe -NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"C:\\Users\\me\\wsl-storage-mount\\attach.ps1\"",
+    );
+    let (code, report) = run_doctor(&sb, &s);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(
+        not_ok(&report),
+        ["windows-installed-script=fail"],
+        "{report:#}"
+    );
+    let installed = check(&report, "windows-installed-script");
+    let message = installed["message"].as_str().unwrap();
+    assert!(
+        message.contains("C:\\Users\\me\\wsl-storage-mount\\attach.ps1")
+            && message.contains("not C:\\ProgramData\\wsl-storage-mount\\attach.ps1"),
+        "{message}"
+    );
+    assert!(
+        installed["fix"]
+            .as_str()
+            .unwrap()
+            .contains("register-task.ps1"),
+        "{installed}"
+    );
+}
+
 #[test]
 fn interop_that_cannot_run_is_a_failure_naming_the_path() {
     let Some(mut sb) = Sandbox::new().filter(|_| nixstore::have_nix()) else {
         return;
     };
     let s = healthy(&mut sb);
-    std::fs::remove_file(sb.path("win/schtasks.exe")).unwrap();
+    std::fs::remove_file(schtasks_path(&sb)).unwrap();
     let (code, report) = run_doctor(&sb, &s);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(
@@ -422,10 +530,10 @@ fn interop_that_cannot_run_is_a_failure_naming_the_path() {
         "{report:#}"
     );
     let interop = check(&report, "interop");
-    assert!(interop["message"].as_str().unwrap().contains(&format!(
-        "{} does not exist",
-        sb.path("win/schtasks.exe").display()
-    )));
+    assert!(interop["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{} does not exist", schtasks_path(&sb).display())));
     assert!(interop["fix"]
         .as_str()
         .unwrap()

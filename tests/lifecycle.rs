@@ -101,9 +101,19 @@ fn a_new_generation_becomes_the_vhdx_boot_generation_and_a_second_run_copies_not
         "gen2 is not on the VHDX yet"
     );
 
+    // NixOS-WSL's activation wrote its entrypoint inside /nix: on the disk.
+    s.sb.sh_ok(&format!(
+        "mkdir -p /nix/nixos-wsl && ln -sfn {gen2}/init /nix/nixos-wsl/entrypoint"
+    ));
     let out = s.sync(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert_eq!(s.vhdx_profile(), gen2, "the VHDX boots the new generation");
+    assert_eq!(
+        s.sb.sh_ok(&format!("readlink {}/nix/nixos-wsl/entrypoint", s.root))
+            .trim(),
+        format!("{gen2}/init"),
+        "the entrypoint WSL reads is in step"
+    );
     assert_eq!(
         s.vhdx_invalid(&closure(&gen2)),
         Vec::<String>::new(),
@@ -425,4 +435,30 @@ fn mark_makes_the_store_read_only_and_status_shows_the_boot_generation() {
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["boot"]["inStep"], true, "{v}");
     assert!(v["boot"]["vhdxStoreBytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_database_that_lists_dot_dot_in_the_closure_is_refused() {
+    let gen1 = toy_system(1, 4, "-dotdot");
+    let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen1);
+    // A hand-edited database: the system refers to "/nix/store/..", which
+    // would make the closure check look at the disk's instance dir itself.
+    s.sb.sh_ok(&format!(
+        "sqlite3 {d}/var/nix/db/db.sqlite \"INSERT INTO ValidPaths (path, hash, registrationTime, narSize) VALUES ('/nix/store/..', 'sha256:0', 0, 0); \
+         INSERT INTO Refs (referrer, reference) SELECT s.id, d.id FROM ValidPaths s, ValidPaths d WHERE s.path = '{gen1}' AND d.path = '/nix/store/..';\"",
+        d = s.dir
+    ));
+    let out = s.sb.helper(&s.cfg, &["--boot-root", &s.root, "mount"]);
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("\"/nix/store/..\"")
+            && stderr(&out).contains("not a plain /nix/store path"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.sb.stamp_exists());
 }

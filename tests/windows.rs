@@ -41,43 +41,35 @@ fn stderr(out: &Output) -> String {
 
 // --- Golden files ----------------------------------------------------------
 
-fn golden_configs() -> Vec<(&'static str, Value)> {
-    vec![
-        // The least a user writes: the serial, everything else default.
-        (
-            "minimal",
-            json!({"fsUuid": UUID, "diskSerialNumber": "S6Z2NJ0TC14842T"}),
-        ),
-        // An NVMe serial as Get-PhysicalDisk prints it, a task in a folder,
-        // explicit Windows paths with spaces and parentheses.
-        (
-            "nvme-task-folder",
-            json!({
-                "fsUuid": UUID,
-                "diskSerialNumber": "E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4.",
-                "mountName": "internal-4tb-nvme",
-                "windows": {
-                    "trigger": "task",
-                    "taskName": "WSL\\attach storage",
-                    "scriptPath": "C:\\wsl tools\\attach.ps1",
-                    "logPath": "D:\\logs\\wsl attach (nvme).log"
-                }
-            }),
-        ),
-        // The script trigger with paths under %LOCALAPPDATA%/%USERPROFILE%.
-        (
-            "script-env-paths",
-            json!({
-                "fsLabel": "wsl-storage",
-                "diskSerialNumber": " WD-WX11A2345678 ",
-                "windows": {
-                    "trigger": "script",
-                    "scriptPath": "%LOCALAPPDATA%\\wsl-storage-mount\\attach.ps1",
-                    "logPath": "%USERPROFILE%\\wsl\\attach.log"
-                }
-            }),
-        ),
-    ]
+/// The golden configs: tests/golden/<name>.config.json. The PowerShell
+/// parse check (scripts/check-powershell.py) reads the same files.
+fn golden_configs() -> Vec<(String, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut configs: Vec<(String, Value)> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|f| f.strip_suffix(".config.json").map(String::from))
+        .map(|name| {
+            let text = fs::read_to_string(dir.join(format!("{name}.config.json"))).unwrap();
+            (name, serde_json::from_str(&text).unwrap())
+        })
+        .collect();
+    configs.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        configs.len() >= 4,
+        "golden configs missing in {}",
+        dir.display()
+    );
+    configs
+}
+
+/// One golden config by name.
+fn golden_config(name: &str) -> Value {
+    golden_configs()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1
 }
 
 fn golden_path(name: &str) -> PathBuf {
@@ -168,14 +160,62 @@ fn attach_and_register_scripts_match_the_golden_files() {
             only_in_literals(&attach, value);
             only_in_literals(&register, value);
         }
+        // register-task.ps1 carries exactly this attach.ps1.
+        assert_eq!(embedded_attach(&register), attach, "{name}");
     }
+}
+
+/// The attach.ps1 that register-task.ps1 installs: its base64 literal,
+/// decoded, after checking the SHA-256 literal beside it.
+fn embedded_attach(register: &str) -> String {
+    let literal = |var: &str| {
+        let prefix = format!("${var} = '");
+        let line = register
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line"));
+        line[prefix.len()..line.len() - 1].to_string()
+    };
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(literal("AttachBase64").as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(decoded.status.success());
+    let sha = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&decoded.stdout)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let hash = String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_ascii_uppercase();
+    assert_eq!(hash, literal("AttachSha256"));
+    String::from_utf8(decoded.stdout).unwrap()
 }
 
 #[test]
 fn attach_script_does_what_the_issue_asks() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, cfg) = golden_configs().remove(1);
-    let attach = stdout(&helper(tmp.path(), cfg, &["windows-script"]));
+    let cfg = golden_config("nvme-task-folder");
+    let attach = stdout(&helper(tmp.path(), cfg.clone(), &["windows-script"]));
     let code: Vec<&str> = attach
         .lines()
         .map(str::trim)
@@ -190,16 +230,20 @@ fn attach_script_does_what_the_issue_asks() {
     assert!(has("-match 'WSL_E_DISK_ALREADY_ATTACHED'"));
     assert!(has("Start-Transcript"));
     assert!(has("Finish 0") && has("Finish 1") && has("Finish 2"));
+    // An empty target is refused before any disk is compared.
+    assert!(has("if ($wanted -notmatch '[A-Z0-9]') {"));
+    // wsl.exe by its full path only: no PATH lookup in an elevated script.
+    assert!(!has("$wsl = 'wsl.exe'"));
+    // The transcript only in an administrators-only directory, never made
+    // by this script (it would inherit %ProgramData%'s user-writable ACL).
+    assert!(has("$logProblem = Get-AdminOnlyProblem $logDir"));
+    assert!(!has("New-Item"));
     // `wsl --list` lists distributions, not disks: it must not be used.
     assert!(!has("--list") && !has(" -l "), "wsl --list used");
     // Never a hard-coded user.
     assert!(!attach.contains("C:\\Users\\"));
 
-    let register = stdout(&helper(
-        tmp.path(),
-        golden_configs().remove(1).1,
-        &["windows-task"],
-    ));
+    let register = stdout(&helper(tmp.path(), cfg, &["windows-task"]));
     for needle in [
         "Register-ScheduledTask",
         "-RunLevel Highest",
@@ -212,22 +256,191 @@ fn attach_script_does_what_the_issue_asks() {
         "Unregister-ScheduledTask",
         "$TaskPath = '\\WSL\\'",
         "$TaskName = 'attach storage'",
+        "$TaskFullName = '\\WSL\\attach storage'",
     ] {
         assert!(
             register.contains(needle),
             "register-task.ps1 lacks {needle}"
         );
     }
-    assert!(!register.contains("SYSTEM'") && !register.contains("-UserId 'SYSTEM"));
+    // The task runs as the user who registers it, never as LocalSystem.
+    assert!(register.contains(
+        "$taskPrincipal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Highest"
+    ));
+    assert!(!register.contains("-UserId 'SYSTEM") && !register.contains("-UserId SYSTEM"));
+}
+
+/// The privilege escalation of issue 10: the elevated task must run a
+/// script no program without elevation can change. register-task.ps1
+/// installs the embedded attach.ps1 into %ProgramData%\wsl-storage-mount
+/// with an administrators-only ACL (set, then verified; refusing on any
+/// doubt), and the task runs that copy with powershell.exe by full path.
+#[test]
+fn the_task_runs_an_administrators_only_copy_of_attach_ps1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = golden_config("nvme-task-folder");
+    let register = stdout(&helper(tmp.path(), cfg, &["windows-task"]));
+    let code: Vec<&str> = register
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    let has = |s: &str| code.iter().any(|l| l.contains(s));
+    let position = |s: &str| {
+        code.iter()
+            .position(|l| l.contains(s))
+            .unwrap_or_else(|| panic!("register-task.ps1 lacks {s}"))
+    };
+    // Where: %ProgramData%\wsl-storage-mount, never a user-writable place.
+    assert!(has("$installDir = Join-Path ([Environment]::GetFolderPath('CommonApplicationData')) 'wsl-storage-mount'"));
+    for gone in [
+        "USERPROFILE",
+        "LOCALAPPDATA",
+        "$PSScriptRoot",
+        "ConfiguredScriptPath",
+    ] {
+        assert!(!has(gone), "register-task.ps1 still uses {gone}");
+    }
+    // The ACL: Administrators and SYSTEM full control, Users read and
+    // execute, nothing inherited, owner Administrators.
+    assert!(has("$security.SetAccessRuleProtection($true, $false)"));
+    assert!(has("$security.SetOwner($admins)"));
+    assert!(has("FileSystemAccessRule($admins, 'FullControl'"));
+    assert!(has("FileSystemAccessRule($system, 'FullControl'"));
+    assert!(has("FileSystemAccessRule($users, 'ReadAndExecute'"));
+    assert!(has("'S-1-5-32-544'") && has("'S-1-5-18'") && has("'S-1-5-32-545'"));
+    // Refuses a directory someone else owns, or a link, before and after
+    // creating it, and when the ACL cannot be set or does not verify.
+    let set = position("Set-Acl -LiteralPath $installDir -AclObject $security");
+    let verify = position("$problem = Get-AdminOnlyProblem $installDir");
+    let write = position("$stream.Write($attachBytes");
+    let register_task = position("Register-ScheduledTask -TaskName");
+    assert!(set < verify && verify < write && write < register_task);
+    assert!(has("Stop-Unsafe ('cannot set its permissions: {0}' -f $_)"));
+    assert!(has("if ($problem) { Stop-Unsafe"));
+    assert!(
+        code.iter()
+            .filter(|l| **l == "Assert-OwnedByAdmins")
+            .count()
+            == 2
+    );
+    // The content: embedded, hash-checked before and after writing.
+    assert!(has("$embeddedHash -ne $AttachSha256"));
+    assert!(has(
+        "(Get-FileHash -LiteralPath $scriptPath -Algorithm SHA256).Hash"
+    ));
+    // The task runs that copy, by full paths.
+    assert!(has("$scriptPath = Join-Path $installDir 'attach.ps1'"));
+    assert!(has("$powershell = Join-Path $env:SystemRoot 'System32\\WindowsPowerShell\\v1.0\\powershell.exe'"));
+    assert!(has("New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"{0}\"' -f $scriptPath)"));
+    // The transcript goes there too by default.
+    let attach = stdout(&helper(
+        tmp.path(),
+        json!({"fsUuid": UUID, "diskSerialNumber": "S1"}),
+        &["windows-script"],
+    ));
+    assert!(
+        attach.contains("$LogPath = [Environment]::ExpandEnvironmentVariables('%ProgramData%\\wsl-storage-mount\\attach.log')"),
+        "{attach}"
+    );
 }
 
 #[test]
 fn windows_script_needs_the_serial() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = helper(tmp.path(), json!({"fsUuid": UUID}), &["windows-script"]);
-    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
-    assert!(stdout(&out).is_empty());
-    assert!(stderr(&out).contains("diskSerialNumber is not set"));
+    for cmd in ["windows-script", "windows-task"] {
+        let out = helper(tmp.path(), json!({"fsUuid": UUID}), &[cmd]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", output_text(&out));
+        assert!(stdout(&out).is_empty());
+        assert!(stderr(&out).contains("diskSerialNumber is not set"));
+    }
+}
+
+/// Values Windows or the attach script would take differently from how
+/// they read: `check` refuses them, naming the key.
+#[test]
+fn check_refuses_values_windows_reads_differently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Value)> = vec![
+        // Normalizes to nothing: would match every disk without a serial.
+        ("diskSerialNumber", json!({"diskSerialNumber": "._ ._"})),
+        ("diskSerialNumber", json!({"diskSerialNumber": "_"})),
+        ("diskSerialNumber", json!({"diskSerialNumber": "- -"})),
+        // Task Scheduler refuses leading/trailing spaces and dots.
+        ("windows.taskName", json!({"windows": {"taskName": " wsl"}})),
+        ("windows.taskName", json!({"windows": {"taskName": "wsl "}})),
+        ("windows.taskName", json!({"windows": {"taskName": "wsl."}})),
+        ("windows.taskName", json!({"windows": {"taskName": ".wsl"}})),
+        (
+            "windows.taskName",
+            json!({"windows": {"taskName": "WSL.\\attach"}}),
+        ),
+        (
+            "windows.taskName",
+            json!({"windows": {"taskName": "WSL\\ attach"}}),
+        ),
+        // Not a file Windows would write where it looks.
+        ("windows.logPath", json!({"windows": {"logPath": "C:\\."}})),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\a.log."}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs \\a.log"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\\\a.log"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\NUL.log"}}),
+        ),
+        (
+            "windows.logPath",
+            json!({"windows": {"logPath": "C:\\logs\\com1"}}),
+        ),
+        (
+            "windows.scriptPath",
+            json!({"windows": {"scriptPath": "C:\\wsl\\attach.txt"}}),
+        ),
+        (
+            "windows.scriptPath",
+            json!({"windows": {"scriptPath": "%LOCALAPPDATA%\\."}}),
+        ),
+    ];
+    for (key, extra) in cases {
+        let mut cfg = json!({"fsUuid": UUID, "diskSerialNumber": "S1"});
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let out = helper(tmp.path(), cfg.clone(), &["check"]);
+        assert_eq!(out.status.code(), Some(2), "{cfg}: {}", output_text(&out));
+        assert!(
+            stderr(&out).contains(&format!("{key}:")),
+            "{cfg}: the problem is not named by {key}: {}",
+            output_text(&out)
+        );
+    }
+    // What stays allowed.
+    for ok in [
+        json!({"diskSerialNumber": "E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4."}),
+        json!({"diskSerialNumber": " WD-WX11A2345678 "}),
+        json!({"windows": {"taskName": "\\WSL\\attach storage", "logPath": "%ProgramData%\\wsl-storage-mount\\a.b.log", "scriptPath": "C:\\wsl\\ATTACH.PS1"}}),
+        json!({"windows": {"logPath": "C:\\logs\\console.log"}}),
+    ] {
+        let mut cfg = json!({"fsUuid": UUID, "diskSerialNumber": "S1"});
+        for (k, v) in ok.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let out = helper(tmp.path(), cfg.clone(), &["check"]);
+        assert_eq!(out.status.code(), Some(0), "{cfg}: {}", output_text(&out));
+    }
 }
 
 // --- Injection attempts --------------------------------------------------------
@@ -342,7 +555,6 @@ fn install_writes_both_scripts_and_rewrites_only_what_changed() {
         (mtime_and_inode(&attach), mtime_and_inode(&register))
     );
 
-    // A new serial changes attach.ps1 only.
     let cfg = json!({"fsUuid": UUID, "diskSerialNumber": "S2"});
     let out = helper(
         tmp.path(),
@@ -350,10 +562,37 @@ fn install_writes_both_scripts_and_rewrites_only_what_changed() {
         &["install-windows-files", "--dir", &dir_arg],
     );
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    // A new serial changes attach.ps1, and register-task.ps1, which
+    // carries it.
     assert!(stdout(&out).contains(&format!("wrote {}", attach.display())));
-    assert!(stdout(&out).contains(&format!("unchanged {}", register.display())));
+    assert!(stdout(&out).contains(&format!("wrote {}", register.display())));
     assert!(fs::read_to_string(&attach).unwrap().contains("'S2'"));
-    assert_eq!(before.1, mtime_and_inode(&register));
+    assert_ne!(before.1, mtime_and_inode(&register));
+}
+
+/// install-windows-files only stages: it refuses to write into the
+/// directory whose attach.ps1 the elevated task runs, also through a link.
+#[test]
+fn install_never_writes_the_file_the_task_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task_dir = tmp.path().join("c/ProgramData/wsl-storage-mount");
+    fs::create_dir_all(&task_dir).unwrap();
+    let link = tmp.path().join("staging");
+    std::os::unix::fs::symlink(&task_dir, &link).unwrap();
+    for dir in [&task_dir, &link] {
+        let out = helper(
+            tmp.path(),
+            json!({"fsUuid": UUID, "diskSerialNumber": "S1"}),
+            &["install-windows-files", "--dir", &dir.display().to_string()],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+        assert!(
+            stderr(&out).contains("only register-task.ps1, run elevated, writes there"),
+            "{}",
+            output_text(&out)
+        );
+        assert_eq!(fs::read_dir(&task_dir).unwrap().count(), 0);
+    }
 }
 
 /// A fake Windows under `root`: /mnt-like root with drive c and System32.
@@ -427,7 +666,7 @@ fn install_warns_and_exits_0_when_windows_is_out_of_reach() {
         (
             "unexpanded",
             Some("#!/bin/sh\necho %USERPROFILE%"),
-            "did not print the profile dir",
+            "did not print %USERPROFILE%",
         ),
         // The profile's drive is not mounted where schtasksPath says.
         (
@@ -502,14 +741,24 @@ fn trigger_setup(sb: &mut Sandbox, wait_timeout: u64, windows: Value) -> (String
     (dev.node, cfg)
 }
 
-/// Shell lines for a fake: record args and env, and "attach" the disk half
-/// a second later (the link appears, as udev would make it).
+/// Shell lines for a fake: record args and env; `schtasks /Query` knows no
+/// task (exit 1); anything else "attaches" the disk half a second later
+/// (the link appears, as udev would make it) from outside the fake's
+/// process group, as Windows does the work outside it.
 fn fake_attach_lines(sb: &Sandbox, node: &str) -> String {
     format!(
-        "printf '%s\\n' \"$*\" >> {calls}\necho \"WSL_UTF8=$WSL_UTF8 WSLENV=$WSLENV\" > {env}\n(sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}) >/dev/null 2>&1 &",
+        "printf '%s\\n' \"$*\" >> {calls}\ncase \"$1\" in /Query) exit 1 ;; esac\necho \"WSL_UTF8=$WSL_UTF8 WSLENV=$WSLENV\" > {env}\nsetsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1",
         calls = sb.path("calls").display(),
         env = sb.path("env").display(),
     )
+}
+
+/// The `schtasks /Run` calls only.
+fn runs(sb: &Sandbox) -> Vec<String> {
+    calls(sb)
+        .into_iter()
+        .filter(|c| c.starts_with("/Run"))
+        .collect()
 }
 
 fn calls(sb: &Sandbox) -> Vec<String> {
@@ -565,7 +814,9 @@ fn task_trigger_runs_schtasks_with_utf8_env_and_the_disk_is_mounted() {
     );
     let out = sb.helper(&cfg, &["mount"]);
     assert_mounted(&sb, &out);
-    assert_eq!(calls(&sb), vec!["/Run /TN wsl-storage-mount"]);
+    assert_eq!(runs(&sb), vec!["/Run /TN wsl-storage-mount"]);
+    // The task's last run is read before /Run, to tell the new result.
+    assert_eq!(calls(&sb)[0], "/Query /TN wsl-storage-mount /V /FO CSV /NH");
     let env = fs::read_to_string(sb.path("env")).unwrap();
     assert!(env.starts_with("WSL_UTF8=1 WSLENV="), "{env}");
     assert!(
@@ -656,9 +907,11 @@ fn already_attached_from_the_script_trigger_counts_as_success() {
     );
     let out = sb.helper(&cfg, &["mount"]);
     assert_mounted(&sb, &out);
-    assert_eq!(
-        calls(&sb),
-        vec!["-NoProfile -NonInteractive -ExecutionPolicy Bypass -File C:\\wsl\\attach.ps1"]
+    let calls = calls(&sb);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].starts_with("-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command $p = [Environment]::ExpandEnvironmentVariables('C:\\wsl\\attach.ps1'); if (-not (Test-Path"),
+        "{calls:?}"
     );
     let log = sb.log();
     let line = log
@@ -776,4 +1029,209 @@ fn a_missing_or_unexecutable_trigger_is_retried_and_named_when_the_disk_never_co
         assert!(err.contains(why), "{what}: {err}");
         assert!(err.contains("device not found after 7 s"), "{what}: {err}");
     }
+}
+
+/// `schtasks /Run` exit 0 only means "started". The task's attach.ps1
+/// fails the first time (exit 1, disk not found): its result is read
+/// from `schtasks /Query /V /FO CSV /NH`, logged with its meaning, and the
+/// next miss starts the task again, which attaches the disk. The task
+/// name is spelt as everywhere else (`\WSL\attach storage`).
+#[test]
+fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let schtasks = sb.path("win/schtasks.exe");
+    let (node, cfg) = trigger_setup(
+        &mut sb,
+        30,
+        json!({"trigger": "task", "taskName": "WSL\\attach storage",
+               "schtasksPath": schtasks.display().to_string(), "triggerTimeout": 10}),
+    );
+    // Before any run: "has not run yet"; after the first: exit 1 at a new
+    // last run time; after the second: exit 0, and the disk appears.
+    let row = |time: &str, result: &str| {
+        format!("printf '%s\\r\\n' '\"PC\",\"\\WSL\\attach storage\",\"N/A\",\"Bereit\",\"Nur interaktiv\",\"{time}\",\"{result}\",\"PC\\me\"'")
+    };
+    sb.fake_exe(
+        &schtasks,
+        &format!(
+            "printf '%s\\n' \"$*\" >> {calls}\nruns=$(grep -c '^/Run' {calls})\ncase \"$1\" in\n/Query)\n  case \"$runs\" in\n    0) {never} ;;\n    1) {failed} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'ERFOLGREICH: Die geplante Aufgabe wurde gestartet.'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
+            calls = sb.path("calls").display(),
+            never = row("N/A", "267011"),
+            failed = row("25.11.2026 07:00:01", "1"),
+            ok = row("25.11.2026 07:00:09", "0"),
+        ),
+    );
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_mounted(&sb, &out);
+    assert_eq!(
+        runs(&sb),
+        vec![
+            "/Run /TN \\WSL\\attach storage",
+            "/Run /TN \\WSL\\attach storage"
+        ]
+    );
+    assert!(calls(&sb).contains(&"/Query /TN \\WSL\\attach storage /V /FO CSV /NH".to_string()));
+    let log = sb.log();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("Windows trigger attempt 1: task result:"))
+        .unwrap_or_else(|| panic!("no task result for attempt 1:\n{log}"));
+    assert!(failed.contains(" WARN "), "{failed}");
+    assert!(
+        failed.contains("attach.ps1 exited 1: no disk, or more than one, has diskSerialNumber"),
+        "{failed}"
+    );
+    assert!(failed.contains("the next miss starts it again"), "{failed}");
+    // "started" is not logged as a failure.
+    assert!(
+        log.contains("INFO  Windows trigger attempt 1: exited with 0: ERFOLGREICH"),
+        "{log}"
+    );
+}
+
+/// A trigger program that exits but leaves a child holding its output
+/// pipe: the attempt ends when the program does (the child's process group
+/// is killed), not when the child closes the pipe 100 s later.
+#[test]
+fn a_trigger_whose_child_holds_its_output_does_not_hold_up_the_helper() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let schtasks = sb.path("win/schtasks.exe");
+    let (node, cfg) = trigger_setup(
+        &mut sb,
+        60,
+        json!({"trigger": "task", "taskName": "wsl-storage-mount",
+               "schtasksPath": schtasks.display().to_string(),
+               "triggerTimeout": 3, "triggerAttempts": 1}),
+    );
+    let pids = sb.path("pids");
+    sb.fake_exe(
+        &schtasks,
+        &format!(
+            "case \"$1\" in /Query) exit 1 ;; esac\nsleep 100 &\necho $! > {pids}\necho 'SUCCESS: Attempted to run the scheduled task.'\nexit 0",
+            pids = pids.display()
+        ),
+    );
+    let idx = sb.spawn_helper(&cfg, &["mount"]);
+    // Within the wait (60 s), long before the child lets go (100 s).
+    wait_for_log(&sb, "Windows trigger attempt 1: exited with 0: SUCCESS");
+    wait_for_log(&sb, "Windows trigger attempt 1: task result: cannot read");
+    sb.link(&format!("/dev/disk/by-id/{BY_ID_NAME}"), &node);
+    let out = sb.wait_helper(idx);
+    assert_mounted(&sb, &out);
+    let pid = fs::read_to_string(&pids).unwrap();
+    let stat = fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+    assert!(
+        stat.is_empty() || state == Some('Z'),
+        "the trigger's child {pid} still runs: {stat}"
+    );
+}
+
+/// doctor reads the attach.ps1 the task runs (%ProgramData%\wsl-storage-mount,
+/// found through cmd.exe and the automount path of windows.schtasksPath)
+/// and compares its SHA-256 with what the config generates.
+#[test]
+fn doctor_compares_the_installed_attach_script_by_hash() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (schtasks, mnt) = fake_windows(
+        sb.dir.path(),
+        Some("case \"$4\" in %ProgramData%) printf 'C:\\\\ProgramData\\r\\n' ;; *) printf 'C:\\\\Users\\\\me\\r\\n' ;; esac"),
+    );
+    sb.fake_exe(&schtasks, "exit 0");
+    let installed_dir = mnt.join("c/ProgramData/wsl-storage-mount");
+    fs::create_dir_all(&installed_dir).unwrap();
+    let installed = installed_dir.join("attach.ps1");
+    let cfg_value = json!({
+        "fsUuid": UUID,
+        "mountPoint": sb.path("storage").display().to_string(),
+        "diskSerialNumber": "S6Z2NJ0TC14842T",
+        "windows": {"trigger": "task", "taskName": "wsl-storage-mount",
+                    "schtasksPath": schtasks.display().to_string(), "triggerTimeout": 5},
+    });
+    let cfg = sb.config("config.json", cfg_value.clone());
+    let doctor = |sb: &Sandbox| -> Value {
+        let out = sb.helper(&cfg, &["doctor", "--json"]);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "windows-installed-script")
+            .unwrap_or_else(|| panic!("no windows-installed-script check: {report:#}"))
+            .clone()
+    };
+    let generated = stdout(&helper(
+        sb.dir.path(),
+        cfg_value.clone(),
+        &["windows-script"],
+    ));
+    let sha = |text: &str| {
+        fs::write(sb.path("hash-me"), text).unwrap();
+        let out = Command::new("sha256sum")
+            .arg(sb.path("hash-me"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_ascii_uppercase()
+    };
+
+    // Not installed: the task has nothing to run.
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "fail", "{check}");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains("C:\\ProgramData\\wsl-storage-mount\\attach.ps1"),
+        "{check}"
+    );
+    assert!(
+        check["fix"].as_str().unwrap().contains("register-task.ps1"),
+        "{check}"
+    );
+
+    // Installed as generated.
+    fs::write(&installed, &generated).unwrap();
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "ok", "{check}");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains(&sha(&generated)),
+        "{check}"
+    );
+
+    // An older copy (another serial): named by both hashes, with the command.
+    let old = generated.replace("S6Z2NJ0TC14842T", "S6Z2NJ0TC00000X");
+    fs::write(&installed, &old).unwrap();
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "warn", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains(&sha(&old)) && message.contains(&sha(&generated)),
+        "{check}"
+    );
+    assert!(
+        check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("-File $env:USERPROFILE\\wsl-storage-mount\\register-task.ps1"),
+        "{check}"
+    );
+
+    // A link in the copy's place is not followed.
+    fs::remove_file(&installed).unwrap();
+    fs::write(sb.path("elsewhere.ps1"), &generated).unwrap();
+    std::os::unix::fs::symlink(sb.path("elsewhere.ps1"), &installed).unwrap();
+    let check = doctor(&sb);
+    assert_eq!(check["level"], "fail", "{check}");
+    assert!(
+        check["message"].as_str().unwrap().contains("cannot read"),
+        "{check}"
+    );
 }

@@ -49,11 +49,13 @@ let
     "fsType"
     "mountOptions"
     "waitTimeout"
+    "fsckTimeout"
     "fsck"
     "instanceDirs"
     "bindMountNixStore"
     "nixStoreSubdir"
     "nixStoreCommand"
+    "bootGenerations"
     "bindTarget"
     "onMissing"
     "diskSerialNumber"
@@ -81,6 +83,11 @@ let
     config: command:
     "${lib.getExe config.wslStorageMount.package} --config ${config.wslStorageMount.configFile} ${command}";
 
+  # What runs at build time: the build platform's helper.
+  buildHelperCommand =
+    config: command:
+    "${lib.getExe config.wslStorageMount.buildPlatformPackage} --config ${config.wslStorageMount.configFile} ${command}";
+
   # The failed assertions of this module (NixOS has its own as well).
   ourFailures =
     config:
@@ -98,6 +105,44 @@ let
       (expect "exactly one assertion of the module fires" (length (ourFailures config) == 1))
     ];
   };
+
+  # What NixOS-WSL declares: wsl.conf as a submodule with free-form ini keys,
+  # automount.root among the declared ones, and what it sets.
+  nixosWsl =
+    { automountRoot }:
+    { lib, ... }:
+    {
+      options.wsl.wslConf = lib.mkOption {
+        type = lib.types.submodule {
+          freeformType = lib.types.attrsOf (lib.types.attrsOf lib.types.anything);
+          options.automount.root = lib.mkOption {
+            type = lib.types.str;
+            default = "/mnt";
+          };
+        };
+        default = { };
+      };
+      config = {
+        wsl.wslConf.automount.root = automountRoot;
+        services.udev.enable = lib.mkDefault false;
+        # mkForce: under real NixOS (checks/default.nix) grub defines it too,
+        # and its type takes one definition; NixOS-WSL turns grub off instead.
+        system.build.installBootLoader = lib.mkForce wslTrue;
+      };
+    };
+
+  bootLoaderScript = config: config.system.build.installBootLoader;
+  wslTrue = "/nix/store/00000000000000000000000000000000-coreutils-9.5/bin/true";
+
+  # The number of the first line of `text` that contains `needle` (null: none).
+  lineOf =
+    needle: text:
+    let
+      lines = lib.splitString "\n" text;
+      hits = lib.filter (i: hasInfix needle (builtins.elemAt lines i)) (lib.range 0 (length lines - 1));
+    in
+    if hits == [ ] then null else builtins.head hits;
+  syncSnippet = config: config.system.activationScripts.wslStorageMountSyncClosure;
 
   dependencyLists =
     unitDef: unitDef.after ++ unitDef.before ++ unitDef.requires ++ unitDef.wants ++ unitDef.wantedBy;
@@ -121,10 +166,12 @@ in
       (expect "it runs before systemd-tmpfiles-setup.service" (
         elem "systemd-tmpfiles-setup.service" (svc config).before
       ))
-      (expect "it runs after systemd-udev-trigger.service" (
+      (expect "with udev on, it runs after systemd-udev-trigger.service" (
         elem "systemd-udev-trigger.service" (svc config).after
       ))
-      (expect "it wants systemd-udevd.service" (elem "systemd-udevd.service" (svc config).wants))
+      (expect "with udev on, it wants systemd-udevd.service" (
+        elem "systemd-udevd.service" (svc config).wants
+      ))
       (expect "it conflicts with shutdown.target" (elem "shutdown.target" (svc config).conflicts))
       (expect "it is ordered before shutdown.target" (elem "shutdown.target" (svc config).before))
       (expect "local-fs.target wants it" (elem "local-fs.target" (svc config).wantedBy))
@@ -138,7 +185,6 @@ in
         any (p: lib.getName p == "e2fsprogs") (svc config).path
       ))
       (expect "a switch does not restart it" (!(svc config).restartIfChanged))
-      (expect "udev is on" config.services.udev.enable)
       (expect "the helper is in systemPackages" (
         elem "${config.wslStorageMount.package}" (map toString config.environment.systemPackages)
       ))
@@ -151,9 +197,29 @@ in
       { wslStorageMount.waitTimeout = 300; }
     ];
     checks = config: [
-      (expect "TimeoutStartSec is above waitTimeout (300)" (
-        (svc config).serviceConfig.TimeoutStartSec > 300
+      (expect "TimeoutStartSec is waitTimeout 300 + 3 x 20 s of trigger + fsckAllowance 600" (
+        (svc config).serviceConfig.TimeoutStartSec == 300 + 3 * 20 + 600
       ))
+    ];
+  };
+
+  timeout-follows-triggers-and-fsck-allowance = {
+    modules = [
+      base
+      {
+        wslStorageMount = {
+          waitTimeout = 30;
+          fsckAllowance = 3600;
+          windows.triggerAttempts = 5;
+          windows.triggerTimeout = 40;
+        };
+      }
+    ];
+    checks = config: [
+      (expect "TimeoutStartSec is 30 + 5 x 40 + 3600" (
+        (svc config).serviceConfig.TimeoutStartSec == 30 + 5 * 40 + 3600
+      ))
+      (expect "the helper's fsckTimeout is the allowance" (config.wslStorageMount.generatedConfig.fsckTimeout == 3600))
     ];
   };
 
@@ -367,10 +433,295 @@ in
     modules = [
       base
       # What NixOS-WSL sets.
-      { services.udev.enable = lib.mkDefault false; }
+      {
+        services.udev.enable = lib.mkDefault false;
+        wslStorageMount.deviceId = "wwn-0x5000000000000001";
+      }
     ];
     checks = config: [
-      (expect "udev is on despite NixOS-WSL's mkDefault false" config.services.udev.enable)
+      (expect "with deviceId, udev is on despite NixOS-WSL's mkDefault false" config.services.udev.enable)
+      (expect "the helper waits for udev's trigger" (
+        elem "systemd-udev-trigger.service" (svc config).after
+      ))
+      (expect "no warning about udev" (!(any (hasInfix "services.udev.enable") config.warnings)))
+    ];
+  };
+
+  udev-for-device-under-dev-disk = {
+    modules = [
+      base
+      {
+        services.udev.enable = lib.mkDefault false;
+        wslStorageMount.device = "/dev/disk/by-partlabel/wsl-storage";
+      }
+    ];
+    checks = config: [
+      (expect "a device under /dev/disk turns udev on" config.services.udev.enable)
+    ];
+  };
+
+  udev-left-alone-with-fs-uuid = {
+    modules = [
+      base
+      {
+        services.udev.enable = lib.mkDefault false;
+        wslStorageMount.fsLabel = "wsl-storage";
+        wslStorageMount.device = "/dev/sdb";
+      }
+    ];
+    checks = config: [
+      (expect "with fsUuid/fsLabel (and a device outside /dev/disk) udev stays off as NixOS-WSL set it" (
+        !config.services.udev.enable
+      ))
+      (expect "without udev the helper is not ordered after udev's units" (
+        !(any (hasPrefix "systemd-udev") ((svc config).after ++ (svc config).wants))
+      ))
+      (expect "no warning about udev" (!(any (hasInfix "services.udev.enable") config.warnings)))
+    ];
+  };
+
+  warn-device-id-without-udev = {
+    modules = [
+      base
+      {
+        services.udev.enable = lib.mkForce false;
+        wslStorageMount.deviceId = "wwn-0x5000000000000001";
+      }
+    ];
+    checks = config: [
+      (expect "udev stays forced off" (!config.services.udev.enable))
+      (expect "a warning names deviceId, services.udev.enable and fsUuid" (
+        any (
+          w:
+          hasInfix "wslStorageMount.deviceId" w && hasInfix "services.udev.enable" w && hasInfix "fsUuid" w
+        ) config.warnings
+      ))
+    ];
+  };
+
+  boot-loader-chains-and-syncs = {
+    modules = [
+      base
+      (nixosWsl { automountRoot = "/mnt"; })
+    ];
+    checks =
+      config:
+      let
+        script = bootLoaderScript config;
+      in
+      [
+        (expect "installBootLoader is the module's script" (
+          hasInfix "wsl-storage-mount-install-boot-loader" "${script}"
+        ))
+        (expect "the script runs the previous boot loader (NixOS-WSL's true) on the toplevel" (
+          lineOf "${wslTrue} \"$1\"" script.text != null
+        ))
+        (expect "and sync-boot on the toplevel, with the generated config" (
+          lineOf "exec ${helperCommand config "sync-boot"} \"$1\"" script.text != null
+        ))
+        (expect "the previous boot loader runs first" (
+          lineOf wslTrue script.text < lineOf "sync-boot" script.text
+        ))
+        (expect "it stops on the first failure" (hasInfix "set -eu" script.text))
+      ];
+  };
+
+  boot-loader-is-the-module-s-full = {
+    fullOnly = true;
+    modules = [ base ];
+    checks = config: [
+      (expect "installBootLoader is the module's script under real NixOS" (
+        hasInfix "wsl-storage-mount-install-boot-loader" "${config.system.build.installBootLoader}"
+      ))
+      (expect "the activation snippet is in the activation script" (
+        hasInfix "sync-boot --closure-only" config.system.activationScripts.script
+      ))
+    ];
+  };
+
+  boot-loader-default-previous = {
+    stubOnly = true;
+    modules = [ base ];
+    checks = config: [
+      (expect "NixOS's default (a shell snippet) is run word by word, as switch-to-configuration does" (
+        hasInfix "'1>&2;' true \"$1\"" (bootLoaderScript config).text
+      ))
+    ];
+  };
+
+  activation-syncs-the-closure = {
+    modules = [
+      base
+      (nixosWsl { automountRoot = "/mnt"; })
+    ];
+    checks =
+      config:
+      let
+        snippet = syncSnippet config;
+      in
+      [
+        (expect "an activation snippet runs sync-boot --closure-only on $systemConfig" (
+          hasInfix "${helperCommand config "sync-boot"} --closure-only \"$systemConfig\"" snippet.text
+        ))
+        (expect "it runs after etc (the /etc/static link)" (elem "etc" snippet.deps || !(config.system.activationScripts ? etc)))
+        (expect "it is left out of dry-activate" (!snippet.supportsDryActivation))
+      ];
+  };
+
+  no-sync-without-bind = {
+    stubOnly = true;
+    modules = [
+      base
+      (nixosWsl { automountRoot = "/mnt"; })
+      { wslStorageMount.bindMountNixStore = false; }
+    ];
+    checks = config: [
+      (expect "installBootLoader stays NixOS-WSL's" (
+        bootLoaderScript config == wslTrue
+      ))
+      (expect "no activation snippet" (!(config.system.activationScripts ? wslStorageMountSyncClosure)))
+    ];
+  };
+
+  no-sync-when-disabled = {
+    stubOnly = true;
+    modules = [
+      (nixosWsl { automountRoot = "/mnt"; })
+      { wslStorageMount.fsUuid = uuid; }
+    ];
+    checks = config: [
+      (expect "installBootLoader stays NixOS-WSL's" (
+        bootLoaderScript config == wslTrue
+      ))
+      (expect "no activation snippet" (config.system.activationScripts == { }))
+    ];
+  };
+
+  package-from-overlay = {
+    stubOnly = true;
+    modules = [
+      base
+      (
+        { pkgs, ... }:
+        {
+          _module.args.pkgs = lib.mkForce (
+            (import ./stub-pkgs.nix)
+            // {
+              wsl-storage-mount = pkgs.writeTextFile {
+                name = "wsl-storage-mount-from-overlay";
+                text = "";
+              };
+            }
+          );
+        }
+      )
+    ];
+    checks = config: [
+      (expect "package defaults to pkgs.wsl-storage-mount when the overlay provides it" (
+        config.wslStorageMount.package.name == "wsl-storage-mount-from-overlay"
+      ))
+    ];
+  };
+
+  cross-build-checks-with-the-build-platform-helper = {
+    stubOnly = true;
+    modules = [
+      base
+      {
+        _module.args.pkgs = lib.mkForce (
+          let
+            stub = import ./stub-pkgs.nix;
+          in
+          stub
+          // {
+            stdenv = stub.stdenv // {
+              buildPlatform.canExecute = _: false;
+            };
+            buildPackages = stub // {
+              wsl-storage-mount = stub.writeTextFile {
+                name = "wsl-storage-mount-for-the-build-platform";
+                text = "";
+              };
+            };
+          }
+        );
+      }
+    ];
+    checks =
+      config:
+      let
+        cfg = config.wslStorageMount;
+      in
+      [
+        (expect "the system gets the host's helper" (hasSuffix "/package.nix" cfg.package.calledWith))
+        (expect "the config's check runs the build platform's helper" (
+          hasInfix "${cfg.buildPlatformPackage}" cfg.configFile.checkPhase
+          && cfg.buildPlatformPackage.name == "wsl-storage-mount-for-the-build-platform"
+        ))
+        (expect "the units run the host's helper" (
+          hasInfix "${cfg.package}/bin/" (svc config).serviceConfig.ExecStart
+        ))
+      ];
+  };
+
+  boot-generations = {
+    modules = [
+      base
+      { wslStorageMount.bootGenerations = 3; }
+    ];
+    checks = config: [
+      (expect "bootGenerations reaches the helper's config" (
+        config.wslStorageMount.generatedConfig.bootGenerations == 3
+      ))
+    ];
+  };
+
+  windows-paths-follow-automount-root = {
+    modules = [
+      base
+      (nixosWsl { automountRoot = "/win/"; })
+    ];
+    checks =
+      config:
+      let
+        inherit (config.wslStorageMount.generatedConfig) windows;
+      in
+      [
+        (expect "schtasksPath follows wsl.wslConf.automount.root" (
+          windows.schtasksPath == "/win/c/Windows/System32/schtasks.exe"
+        ))
+        (expect "powershellPath follows wsl.wslConf.automount.root" (
+          windows.powershellPath == "/win/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe"
+        ))
+      ];
+  };
+
+  windows-paths-without-nixos-wsl = {
+    modules = [ base ];
+    checks =
+      config:
+      let
+        inherit (config.wslStorageMount.generatedConfig) windows;
+      in
+      [
+        (expect "schtasksPath defaults to /mnt/c/..." (
+          windows.schtasksPath == "/mnt/c/Windows/System32/schtasks.exe"
+        ))
+        (expect "powershellPath defaults to /mnt/c/..." (
+          windows.powershellPath == "/mnt/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe"
+        ))
+      ];
+  };
+
+  wsl-init-timeout-covers-the-boot-step = {
+    modules = [
+      base
+      (nixosWsl { automountRoot = "/mnt"; })
+    ];
+    checks = config: [
+      (expect "wsl.conf's boot.initTimeout (ms) covers TimeoutStartSec and a minute more" (
+        config.wsl.wslConf.boot.initTimeout == ((svc config).serviceConfig.TimeoutStartSec + 60) * 1000
+      ))
     ];
   };
 
@@ -465,6 +816,9 @@ in
         (expect "its build runs the helper's check on it" (
           hasInfix ''${lib.getExe config.wslStorageMount.package} --config "$out" check'' file.checkPhase
         ))
+        (expect "not cross-compiled: the build-time helper is the package itself" (
+          config.wslStorageMount.buildPlatformPackage == config.wslStorageMount.package
+        ))
         (expect "the default package is this repository's package.nix" (
           hasSuffix "/package.nix" config.wslStorageMount.package.calledWith
         ))
@@ -536,12 +890,12 @@ in
       { wslStorageMount.diskSerialNumber = serial; }
     ];
     checks = config: [
-      (expect "attach.ps1 is the helper's windows-script" (
-        hasInfix (helperCommand config "windows-script")
+      (expect "attach.ps1 is the build platform helper's windows-script" (
+        hasInfix (buildHelperCommand config "windows-script")
           config.environment.etc."wsl-storage-mount/attach.ps1".source.buildCommand
       ))
-      (expect "register-task.ps1 is the helper's windows-task" (
-        hasInfix (helperCommand config "windows-task")
+      (expect "register-task.ps1 is the build platform helper's windows-task" (
+        hasInfix (buildHelperCommand config "windows-task")
           config.environment.etc."wsl-storage-mount/register-task.ps1".source.buildCommand
       ))
     ];
@@ -564,7 +918,18 @@ in
         (expect "the install service runs install-windows-files, failure ignored" (
           install.serviceConfig.ExecStart == "-${helperCommand config "install-windows-files"}"
         ))
-        (expect "it runs after multi-user.target" (elem "multi-user.target" install.after))
+        # A unit a target wants is ordered before that target unless it has
+        # DefaultDependencies=no; after it as well would be a cycle, and
+        # systemd would drop the job.
+        (expect "it runs after multi-user.target, which wants it" (
+          elem "multi-user.target" install.after && elem "multi-user.target" install.wantedBy
+        ))
+        (expect "without default dependencies, so that is no ordering cycle" (
+          install.unitConfig.DefaultDependencies == false
+        ))
+        (expect "stopped at shutdown, as default dependencies would" (
+          elem "shutdown.target" install.conflicts && elem "shutdown.target" install.before
+        ))
         (expect "installFiles is not written to the helper's config" (
           !(config.wslStorageMount.generatedConfig.windows ? installFiles)
         ))

@@ -79,6 +79,18 @@ let
   };
 in
 {
+  # NixOS declares installBootLoader (activation-script.nix) with
+  # types.unique (one boot loader) and a shell snippet as default; NixOS-WSL
+  # sets it to coreutils' true.
+  imports = [
+    {
+      options.system.build.installBootLoader = mkOption {
+        type = types.unique { message = "only one boot loader"; } (types.either types.str types.package);
+        default = "echo 'Warning: do not know how to make this configuration bootable; please enable a boot loader.' 1>&2; true";
+      };
+    }
+  ];
+
   options = {
     assertions = mkOption {
       type = types.listOf types.unspecified;
@@ -105,6 +117,35 @@ in
 
     fileSystems = mkOption {
       type = types.attrsOf (types.attrsOf types.anything);
+      default = { };
+    };
+
+    # As nixos/modules/system/build.nix: a submodule with free-form values,
+    # whose named entries other modules declare (installBootLoader below).
+    system.build = mkOption {
+      default = { };
+      type = types.submoduleWith {
+        modules = [ { freeformType = types.lazyAttrsOf (types.uniq types.unspecified); } ];
+      };
+    };
+    system.activationScripts = mkOption {
+      type = types.attrsOf (
+        types.either types.str (
+          types.submodule {
+            options = {
+              deps = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              text = mkOption { type = types.lines; };
+              supportsDryActivation = mkOption {
+                type = types.bool;
+                default = false;
+              };
+            };
+          }
+        )
+      );
       default = { };
     };
 

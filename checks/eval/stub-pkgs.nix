@@ -19,6 +19,17 @@ in
   util-linux = mkDrv "util-linux-2.40" { };
   nix = mkDrv "nix-2.28.0" { meta.mainProgram = "nix"; };
 
+  coreutils = mkDrv "coreutils-9.5" { };
+
+  # Not a cross build: the build platform runs the host's helper.
+  stdenv = {
+    hostPlatform.system = "x86_64-linux";
+    buildPlatform.canExecute = _: true;
+  };
+
+  # A file whose text the tests can read, like pkgs.writeShellScript's.
+  writeShellScript = name: text: mkDrv name { inherit text; };
+
   # The module's default package; records which file it was asked for.
   callPackage =
     path: _args:

@@ -194,6 +194,8 @@ in
   vm-restart-switch = runTest ./restart-switch.nix;
   vm-windows-trigger = runTest ./windows-trigger.nix;
   vm-qemu-nvme = runTest ./qemu-nvme.nix;
+  # Binds over the real /nix (its file says why that is sound there).
+  vm-rebuild-survives-restart = runTest ./rebuild-survives-restart.nix;
   # Scenario 8 is an evaluation check: no VM, a failed assertion is the result.
   vm-eval-bad-subdir = import ./eval-bad-subdir.nix { inherit pkgs self; };
 }

@@ -25,7 +25,8 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
-use crate::boot::{probe, uevent};
+use crate::boot::probe::{self, Contents};
+use crate::boot::uevent;
 use crate::config::Config;
 use crate::exit::{fail, Exit};
 use crate::windows::trigger::TriggerRunner;
@@ -84,14 +85,77 @@ pub fn udev_encode(s: &str) -> String {
     out
 }
 
-/// A path that resolves to a block device.
+/// A path that resolves to a block device with something in it. A device
+/// of size 0 (a loop device with nothing attached) is not there yet: its
+/// disk may still come, and probing it would only find nothing. Neither is
+/// a node whose device number the kernel does not know.
 fn block_device(path: &Path) -> Option<(PathBuf, u64)> {
     let meta = fs::metadata(path).ok()?;
     if !meta.file_type().is_block_device() {
         return None;
     }
+    match sys_size(meta.rdev()) {
+        None | Some(0) => return None,
+        Some(_) => {}
+    }
     let node = fs::canonicalize(path).ok()?;
     Some((node, meta.rdev()))
+}
+
+/// The size in sectors the kernel reports for a block device number; None
+/// when it has no such device.
+fn sys_size(rdev: u64) -> Option<u64> {
+    let sys = format!(
+        "/sys/dev/block/{}:{}/size",
+        libc::major(rdev),
+        libc::minor(rdev)
+    );
+    fs::read_to_string(sys).ok()?.trim().parse().ok()
+}
+
+/// What is at a configured path that did not count as the device, for the
+/// message after the wait ("not found" only when nothing is there).
+pub fn describe_candidate(path: &Path) -> String {
+    let Ok(lmeta) = fs::symlink_metadata(path) else {
+        return "absent".to_string();
+    };
+    let Ok(meta) = fs::metadata(path) else {
+        return format!(
+            "a dangling symlink (to {})",
+            fs::read_link(path).map_or("?".to_string(), |t| t.display().to_string())
+        );
+    };
+    let ft = meta.file_type();
+    let what = if ft.is_block_device() {
+        let node = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let link = if lmeta.file_type().is_symlink() {
+            format!("a link to {}, ", node.display())
+        } else {
+            String::new()
+        };
+        return match sys_size(meta.rdev()) {
+            Some(0) => format!("{link}a block device of size 0: nothing is attached to it (a loop device without a backing file, or a detached disk)"),
+            Some(_) => format!("{link}a block device"),
+            None => format!(
+                "{link}a block device node ({}:{}) with no device behind it in the kernel",
+                libc::major(meta.rdev()),
+                libc::minor(meta.rdev())
+            ),
+        };
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a regular file"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "something else"
+    };
+    format!("exists but is {what}, not a block device")
 }
 
 /// Look once, without waiting. An error means an ambiguity the helper will
@@ -104,6 +168,43 @@ pub fn find(cfg: &Config) -> Result<Option<Found>> {
         return Ok(None);
     }
     probe_block_devices(cfg)
+}
+
+/// The configured identity key ("fsUuid"/"fsLabel") when what a device
+/// holds carries it. A device with two signatures, one of them the
+/// configured one, is a hit too: the filesystem check then refuses it and
+/// names both, rather than the wait ending in "not found". So is a disk
+/// whose partition holds it when the kernel made no node for that
+/// partition: the check says how to get one.
+fn identity_key(cfg: &Config, contents: &Contents) -> Option<&'static str> {
+    let candidates: Vec<(Option<&str>, Option<&str>)> = match contents {
+        Contents::Filesystem(info) => vec![(info.uuid.as_deref(), info.label.as_deref())],
+        Contents::Ambiguous { signatures } => signatures
+            .iter()
+            .map(|s| (s.uuid.as_deref(), s.label.as_deref()))
+            .collect(),
+        Contents::Partitioned { partitions, .. } => partitions
+            .iter()
+            .filter(|p| p.node.is_none())
+            .filter_map(|p| p.fs.as_ref())
+            .map(|f| (f.uuid.as_deref(), f.label.as_deref()))
+            .collect(),
+        _ => return None,
+    };
+    let matching =
+        |(uuid, label): &(Option<&str>, Option<&str>)| match (&cfg.fs_uuid, &cfg.fs_label) {
+            (Some(u), _) => uuid.is_some_and(|x| x.eq_ignore_ascii_case(u)),
+            (None, Some(l)) => *label == Some(l.as_str()),
+            (None, None) => false,
+        };
+    if !candidates.iter().any(matching) {
+        return None;
+    }
+    Some(if cfg.fs_uuid.is_some() {
+        "fsUuid"
+    } else {
+        "fsLabel"
+    })
 }
 
 /// Read the superblock of every block device for the UUID/LABEL.
@@ -124,13 +225,11 @@ fn probe_block_devices(cfg: &Config) -> Result<Option<Found>> {
         let Some((node, rdev)) = block_device(&node) else {
             continue;
         };
-        let Ok(Some(info)) = probe::probe_path(&node) else {
+        let Ok(contents) = probe::probe_contents(&node) else {
             continue;
         };
-        let key = match (&cfg.fs_uuid, &cfg.fs_label) {
-            (Some(u), _) if info.uuid_is(u) => "fsUuid",
-            (None, Some(l)) if info.label_is(l) => "fsLabel",
-            _ => continue,
+        let Some(key) = identity_key(cfg, &contents) else {
+            continue;
         };
         hits.push(Found {
             via: format!("{key} by probing {}", node.display()),
@@ -345,16 +444,8 @@ fn probe_events_for(cfg: &Config, events: &[uevent::BlockEvent]) -> Result<Optio
         if hits.iter().any(|h| h.rdev == rdev) {
             continue;
         }
-        let info = match probe::probe_path(&node) {
-            Ok(Some(info)) => info,
-            Ok(None) => {
-                log::debug!(
-                    "uevent {} {}: no filesystem we know; ignored",
-                    ev.action,
-                    node.display()
-                );
-                continue;
-            }
+        let contents = match probe::probe_contents(&node) {
+            Ok(c) => c,
             Err(e) => {
                 log::debug!(
                     "uevent {} {}: cannot read it ({e}); ignored",
@@ -364,21 +455,26 @@ fn probe_events_for(cfg: &Config, events: &[uevent::BlockEvent]) -> Result<Optio
                 continue;
             }
         };
-        let key = match (&cfg.fs_uuid, &cfg.fs_label) {
-            (Some(u), _) if info.uuid_is(u) => "fsUuid",
-            (None, Some(l)) if info.label_is(l) => "fsLabel",
-            _ => {
-                log::debug!(
-                    "uevent {} {}: {} UUID={} LABEL={} is not {}; ignored",
-                    ev.action,
-                    node.display(),
+        let Some(key) = identity_key(cfg, &contents) else {
+            let what = match &contents {
+                Contents::Filesystem(info) => format!(
+                    "{} UUID={} LABEL={}",
                     info.fs_type,
                     info.uuid.as_deref().unwrap_or("-"),
-                    info.label.as_deref().unwrap_or("-"),
-                    cfg.identity()
-                );
-                continue;
-            }
+                    info.label.as_deref().unwrap_or("-")
+                ),
+                Contents::NoMedium => "no medium".to_string(),
+                Contents::Empty => "no signature".to_string(),
+                Contents::Partitioned { table, .. } => format!("a {table} partition table"),
+                Contents::Ambiguous { .. } => "several signatures".to_string(),
+            };
+            log::debug!(
+                "uevent {} {}: {what} is not {}; ignored",
+                ev.action,
+                node.display(),
+                cfg.identity()
+            );
+            continue;
         };
         hits.push(Found {
             via: format!("{key} by probing {} (uevent {})", node.display(), ev.action),

@@ -78,10 +78,9 @@ fn is_symlink<Fd: AsFd>(parent: &Fd, name: &str) -> bool {
     .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
 }
 
+/// The mount point, reached without following a symlink (as it was mounted).
 fn open_mount_point(cfg: &Config) -> Result<OwnedFd> {
-    let file = File::open(&cfg.mount_point)
-        .with_context(|| format!("opening mount point {}", cfg.mount_point))?;
-    Ok(OwnedFd::from(file))
+    crate::boot::mount::open_dir_no_symlinks(std::path::Path::new(&cfg.mount_point), false)
 }
 
 /// Inspect an instance dir without changing it. `Ok(None)`: absent.

@@ -2,15 +2,16 @@
 //! second mount, never mount over something else.
 
 use std::fs::{self, File};
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
-use nix::mount::{mount, MsFlags};
+use nix::fcntl::{open, openat, AtFlags, Flock, FlockArg, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstatat, mkdirat, Mode};
 
 use crate::boot::device::Found;
 use crate::boot::mountopts;
@@ -34,9 +35,8 @@ pub enum Mounted {
 /// the mounted root instead, and then sees the mount: either way one mount.
 type DirLock = Flock<File>;
 
-fn lock_dir(path: &Path) -> Result<DirLock> {
-    let mut dir =
-        File::open(path).with_context(|| format!("opening mount point {}", path.display()))?;
+fn lock_dir(dir: File, path: &Path) -> Result<DirLock> {
+    let mut dir = dir;
     loop {
         match Flock::lock(dir, FlockArg::LockExclusive) {
             Ok(lock) => return Ok(lock),
@@ -48,18 +48,82 @@ fn lock_dir(path: &Path) -> Result<DirLock> {
     }
 }
 
+/// Open the directory at an absolute, normalised `path` one component at a
+/// time with O_NOFOLLOW, creating missing components (mode 0755) when
+/// `create` is set. A symlink anywhere in the path is refused: mount(2)
+/// would follow it and put the disk on the link's target (on /mnt/wsl, a
+/// directory every distro of the VM shares). A file where a directory
+/// should be is refused too. Both are exit 5, naming the component.
+pub fn open_dir_no_symlinks(path: &Path, create: bool) -> Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = open("/", flags, Mode::empty()).context("opening /")?;
+    let mut walked = PathBuf::from("/");
+    for comp in path.components() {
+        let name = match comp {
+            Component::RootDir => continue,
+            Component::Normal(name) => name,
+            // The config normalises paths; refuse rather than guess.
+            _ => {
+                return Err(fail(
+                    Exit::Config,
+                    format!("{} is not a normalised absolute path", path.display()),
+                ))
+            }
+        };
+        walked.push(name);
+        let next = match openat(dir.as_fd(), name, flags, Mode::empty()) {
+            Err(Errno::ENOENT) if create => {
+                match mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("creating mount point {}", walked.display()))
+                    }
+                }
+                openat(dir.as_fd(), name, flags, Mode::empty())
+            }
+            other => other,
+        };
+        dir = match next {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                let what = match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => "a symlink",
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => "a regular file",
+                    _ => "not a directory",
+                };
+                let real = fs::canonicalize(path)
+                    .map(|r| format!(" (it resolves to {})", r.display()))
+                    .unwrap_or_default();
+                return Err(fail(
+                    Exit::Mount,
+                    format!(
+                        "mountPoint {}: {} is {what}{real}; the helper mounts only on a path of real directories, so that the disk cannot land somewhere else. Set mountPoint to a real directory (or remove {})",
+                        path.display(),
+                        walked.display(),
+                        walked.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening mount point {}", walked.display()))
+            }
+        };
+    }
+    Ok(dir)
+}
+
 pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mounted> {
     let target = Path::new(&cfg.mount_point);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(target)
-        .with_context(|| format!("creating mount point {}", target.display()))?;
-    let _lock = lock_dir(target)?;
+    let dir = File::from(open_dir_no_symlinks(target, true)?);
+    let lock = lock_dir(dir, target)?;
+    // mount(2) on the directory this walk opened, through its /proc magic
+    // link: no path is resolved again between the check and the mount.
+    let target_fd = PathBuf::from(format!("/proc/self/fd/{}", lock.as_raw_fd()));
 
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
     if let Some(top) = mountinfo::top_at(&mounts, &cfg.mount_point) {
-        if top.is_device(dev.rdev) && top.root == "/" {
+        if top.is_device(dev.rdev) && top.root == Path::new("/") {
             log::info!(
                 "{} is already mounted at {} ({} {}); not mounting again",
                 dev.node.display(),
@@ -74,19 +138,19 @@ pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mou
             format!(
                 "mount point {} is taken by {} ({}, root {}), not by {}; unmount it (umount {}) or choose another mountPoint",
                 cfg.mount_point,
-                top.source,
+                top.source_text(),
                 top.fs_type,
-                top.root,
+                top.root.display(),
                 dev.node.display(),
                 cfg.mount_point
             ),
         ));
     }
 
-    let mounted_elsewhere: Vec<&str> = mounts
+    let mounted_elsewhere: Vec<String> = mounts
         .iter()
         .filter(|m| m.is_device(dev.rdev))
-        .map(|m| m.mount_point.as_str())
+        .map(|m| m.mount_point.display().to_string())
         .collect();
     if !mounted_elsewhere.is_empty() {
         log::info!(
@@ -120,7 +184,7 @@ pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mou
         retry::delay::Fixed::from(Duration::from_millis(100)).take(5),
         || match mount(
             Some(dev.node.as_path()),
-            target,
+            &target_fd,
             Some(cfg.fs_type.as_str()),
             opts.flags,
             data,
@@ -151,17 +215,37 @@ pub fn ensure_mounted(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<Mou
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
     match mountinfo::top_at(&mounts, &cfg.mount_point) {
         Some(m) if m.is_device(dev.rdev) => {
-            log::info!("mounted {} at {} ({})", m.source, cfg.mount_point, m.options);
+            log::info!(
+                "mounted {} at {} ({})",
+                m.source_text(),
+                cfg.mount_point,
+                m.options
+            );
             Ok(Mounted::Now)
         }
-        _ => Err(fail(
-            Exit::Mount,
-            format!(
-                "mount(2) reported success but {} does not show {} in /proc/self/mountinfo; check for a mount namespace or propagation problem",
-                cfg.mount_point,
-                dev.node.display()
-            ),
-        )),
+        _ => {
+            // Never leave a mount behind that nobody asked for: the mount
+            // just made is on the directory this run opened, whose root
+            // a fresh walk reaches (no symlinks, so no other place).
+            let undone = open_dir_no_symlinks(target, false)
+                .ok()
+                .map(|fd| {
+                    umount2(
+                        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                        MntFlags::MNT_DETACH,
+                    )
+                })
+                .is_some_and(|r| r.is_ok());
+            Err(fail(
+                Exit::Mount,
+                format!(
+                    "mount(2) reported success but {} does not show {} in /proc/self/mountinfo ({}); check for a mount namespace or propagation problem",
+                    cfg.mount_point,
+                    dev.node.display(),
+                    if undone { "the mount was undone" } else { "the mount could not be undone: check `findmnt` for it" }
+                ),
+            ))
+        }
     }
 }
 
@@ -177,7 +261,10 @@ fn run_fsck(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<()> {
             ""
         }
     );
-    let out = match Command::new(&tool).arg("-p").arg(&dev.node).output() {
+    let mut cmd = Command::new(&tool);
+    cmd.arg("-p").arg(&dev.node);
+    let timeout = Duration::from_secs(cfg.fsck_timeout);
+    let out = match crate::proc::run(cmd, timeout) {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log::warn!("{tool} is not on PATH; skipping fsck (install the filesystem's tools, e.g. e2fsprogs, or set fsck = false)");
@@ -192,8 +279,21 @@ fn run_fsck(cfg: &Config, dev: &Found, fs_info: &FsInfo) -> Result<()> {
     {
         log::info!("  {tool}: {line}");
     }
+    if out.timed_out {
+        // Killed mid-repair: the filesystem is left for a check by hand,
+        // never mounted half-repaired.
+        return Err(fail(
+            Exit::Filesystem,
+            format!(
+                "{tool} -p {} did not finish within fsckTimeout ({} s) and was stopped; run `{tool} -p {}` by hand, or raise fsckTimeout for a large disk",
+                dev.node.display(),
+                cfg.fsck_timeout,
+                dev.node.display()
+            ),
+        ));
+    }
     // fsck's exit status is a bit mask.
-    let code = out.status.code().unwrap_or(8);
+    let code = out.code.unwrap_or(8);
     match code {
         0 => log::info!("{tool}: no errors"),
         1 => log::warn!("{tool}: errors were found and corrected"),

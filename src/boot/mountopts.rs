@@ -7,6 +7,8 @@
 
 use nix::mount::MsFlags;
 
+use crate::config::echo;
+
 /// The parsed options: flags for mount(2) and the comma-joined data string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
@@ -68,7 +70,8 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
             || opt.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(format!(
-                "\"{opt}\" is not one option; give each option as its own list item, e.g. [\"noatime\", \"commit=60\"]"
+                "\"{}\" is not one option; give each option as its own list item, e.g. [\"noatime\", \"commit=60\"]",
+                echo(opt)
             ));
         }
         if opt == "defaults" {
@@ -80,7 +83,8 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
         }
         if FSTAB_ONLY.contains(&opt) || opt.starts_with("x-") || opt.starts_with("comment=") {
             return Err(format!(
-                "\"{opt}\" is an fstab option, not a mount option; drop it (the helper and its unit already handle ordering and failure)"
+                "\"{}\" is an fstab option, not a mount option; drop it (the helper and its unit already handle ordering and failure)",
+                echo(opt)
             ));
         }
         if FORBIDDEN.contains(&opt) {
@@ -90,11 +94,19 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
         }
         data.push(opt);
     }
-    Ok(MountOptions {
-        flags,
-        data: data.join(","),
-    })
+    let data = data.join(",");
+    // mount(2) copies at most one page of data; more is cut or refused.
+    if data.len() >= MAX_DATA {
+        return Err(format!(
+            "the filesystem options add up to {} bytes; the kernel takes less than {MAX_DATA}: drop some",
+            data.len()
+        ));
+    }
+    Ok(MountOptions { flags, data })
 }
+
+/// One page: what mount(2) copies of its data argument.
+const MAX_DATA: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -136,5 +148,15 @@ mod tests {
         ] {
             assert!(p(&[bad]).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn huge_options_are_refused_and_not_echoed_in_full() {
+        let long = format!("x-{}", "a".repeat(100_000));
+        let err = p(&[&long]).unwrap_err();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        let many: Vec<String> = (0..1000).map(|i| format!("opt{i}=1")).collect();
+        let err = parse(&many).unwrap_err();
+        assert!(err.contains("the kernel takes less than 4096"), "{err}");
     }
 }

@@ -1,19 +1,23 @@
-//! Recognise a filesystem from its superblock: type, UUID, LABEL, and for
-//! ext* whether the kernel recorded errors.
+//! What a device holds, from libblkid (util-linux's probing library, the
+//! one mount(8), systemd and udev use): a filesystem with its type, UUID
+//! and LABEL, a partition table with the filesystems in its partitions,
+//! two signatures at once (ambivalent: refused), or nothing at all.
 //!
-//! Without udev there is no /dev/disk/by-uuid, so the helper reads the few
-//! bytes blkid would read itself. Only the filesystems in
-//! `config::SUPPORTED_FS` are recognised; anything else counts as "no
-//! filesystem we know", which the helper never formats.
+//! Without udev there is no /dev/disk/by-uuid, so the helper probes the
+//! block devices itself. Only "nothing at all" on a device of non-zero size
+//! may ever lead to advice to create a filesystem; the helper never formats.
+//!
+//! Kept by hand: the ext* "errors" state bit (two bytes of the superblock),
+//! which libblkid does not report and the fsck step needs.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::Path;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
+use libblkid_rs::{BlkidProbe, BlkidProbeRet, BlkidSafeprobeRet, BlkidSublks, BlkidSublksFlags};
 use serde::Serialize;
-
-/// Enough bytes to see every supported superblock (btrfs sits at 64 KiB).
-const PROBE_LEN: usize = 0x10000 + 0x1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,7 +33,8 @@ impl FsInfo {
     /// Does this filesystem satisfy the configured `fsType`? The ext4
     /// driver mounts ext2 and ext3 too, so "ext4" accepts the whole family.
     pub fn matches_type(&self, wanted: &str) -> bool {
-        self.fs_type == wanted || (wanted == "ext4" && self.fs_type.starts_with("ext"))
+        self.fs_type == wanted
+            || (wanted == "ext4" && matches!(self.fs_type.as_str(), "ext2" | "ext3"))
     }
 
     pub fn uuid_is(&self, uuid: &str) -> bool {
@@ -41,125 +46,297 @@ impl FsInfo {
     pub fn label_is(&self, label: &str) -> bool {
         self.label.as_deref() == Some(label)
     }
+
+    /// "ext4 UUID 0f3e... LABEL data"
+    pub fn describe(&self) -> String {
+        let mut s = self.fs_type.clone();
+        if let Some(u) = &self.uuid {
+            s.push_str(&format!(" UUID {u}"));
+        }
+        if let Some(l) = &self.label {
+            s.push_str(&format!(" LABEL {l:?}"));
+        }
+        s
+    }
 }
 
-/// Read the start of a device (or image file) and recognise it.
+/// One partition of a partitioned disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Partition {
+    pub number: u32,
+    /// Its device node, when the kernel made one (e.g. /dev/sdc1).
+    pub node: Option<PathBuf>,
+    pub start_bytes: u64,
+    pub size_bytes: u64,
+    /// What the partition holds (probed through the whole disk, so this
+    /// works without partition nodes too).
+    pub fs: Option<FsInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Contents {
+    /// A device of size 0: a loop device with nothing attached, a reader
+    /// without a medium, a disk that went away.
+    NoMedium,
+    /// No signature libblkid knows: the only case where creating a
+    /// filesystem may be suggested.
+    Empty,
+    Filesystem(FsInfo),
+    /// A partition table: the data is in the partitions.
+    Partitioned {
+        table: String,
+        partitions: Vec<Partition>,
+    },
+    /// Two or more signatures; libblkid will not say which is real, and
+    /// neither will the helper.
+    Ambiguous {
+        signatures: Vec<Signature>,
+    },
+}
+
+/// One signature of an ambivalent device, as wipefs lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    pub fs_type: String,
+    pub uuid: Option<String>,
+    pub label: Option<String>,
+    /// Where its magic is, as libblkid prints it (e.g. "0x438").
+    pub offset: String,
+}
+
+impl std::fmt::Display for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.fs_type)?;
+        if let Some(u) = &self.uuid {
+            write!(f, " UUID {u}")?;
+        }
+        if let Some(l) = &self.label {
+            write!(f, " LABEL {l:?}")?;
+        }
+        write!(f, " at offset {}", self.offset)
+    }
+}
+
+impl Contents {
+    pub fn filesystem(&self) -> Option<&FsInfo> {
+        match self {
+            Contents::Filesystem(fs) => Some(fs),
+            _ => None,
+        }
+    }
+}
+
+/// Open a device or image read-only, never through a FIFO or other
+/// special file: block devices and regular files (images) only.
+fn open_device(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let ft = file.metadata()?.file_type();
+    if !(ft.is_block_device() || ft.is_file()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a block device", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+fn blkid_err(what: &str, e: libblkid_rs::BlkidErr) -> io::Error {
+    io::Error::other(format!("libblkid: {what}: {e}"))
+}
+
+/// A probe over `len` bytes at `offset` of `file` (len 0: to its end).
+fn new_probe(file: &File, offset: u64, len: u64) -> io::Result<BlkidProbe> {
+    let mut probe = BlkidProbe::new().map_err(|e| blkid_err("new probe", e))?;
+    probe
+        .set_device(file.as_raw_fd(), offset as i64, len as i64)
+        .map_err(|e| blkid_err("set device", e))?;
+    probe
+        .enable_superblocks(true)
+        .map_err(|e| blkid_err("superblocks", e))?;
+    probe
+        .set_superblock_flags(BlkidSublksFlags::new(vec![
+            BlkidSublks::Type,
+            BlkidSublks::Uuid,
+            BlkidSublks::Label,
+            BlkidSublks::Usage,
+            BlkidSublks::Magic,
+        ]))
+        .map_err(|e| blkid_err("superblock flags", e))?;
+    Ok(probe)
+}
+
+fn value(probe: &BlkidProbe, name: &str) -> Option<String> {
+    probe
+        .lookup_value(name)
+        .ok()
+        .map(|v| v.trim_end_matches('\0').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn fs_info(probe: &BlkidProbe, file: &File, offset: u64) -> Option<FsInfo> {
+    let fs_type = value(probe, "TYPE")?;
+    let has_errors = fs_type.starts_with("ext") && ext_has_errors(file, offset);
+    Some(FsInfo {
+        uuid: value(probe, "UUID"),
+        label: value(probe, "LABEL"),
+        has_errors,
+        fs_type,
+    })
+}
+
+/// EXT2_ERROR_FS in s_state: the kernel recorded errors, fsck is due.
+/// libblkid does not report this state, so these two bytes are read here.
+fn ext_has_errors(file: &File, offset: u64) -> bool {
+    const SB: u64 = 1024;
+    let mut b = [0u8; 4];
+    // s_magic at 0x38, s_state at 0x3A.
+    if file.read_exact_at(&mut b, offset + SB + 0x38).is_err() {
+        return false;
+    }
+    u16::from_le_bytes([b[0], b[1]]) == 0xEF53 && u16::from_le_bytes([b[2], b[3]]) & 0x0002 != 0
+}
+
+/// What the device or image at `path` holds.
+pub fn probe_contents(path: &Path) -> io::Result<Contents> {
+    let file = open_device(path)?;
+    let meta = file.metadata()?;
+    if meta.file_type().is_block_device() {
+        if block_size(&file)? == 0 {
+            return Ok(Contents::NoMedium);
+        }
+    } else if meta.len() == 0 {
+        return Ok(Contents::NoMedium);
+    }
+    let mut probe = new_probe(&file, 0, 0)?;
+    probe
+        .enable_partitions(true)
+        .map_err(|e| blkid_err("partitions", e))?;
+    match probe.do_safeprobe() {
+        Ok(BlkidSafeprobeRet::Success) => {}
+        Ok(BlkidSafeprobeRet::None) => return Ok(Contents::Empty),
+        Ok(BlkidSafeprobeRet::Ambiguous) => {
+            return Ok(Contents::Ambiguous {
+                signatures: signatures(&file)?,
+            })
+        }
+        Err(e) => return Err(blkid_err(&format!("probing {}", path.display()), e)),
+    }
+    if let Some(fs) = fs_info(&probe, &file, 0) {
+        return Ok(Contents::Filesystem(fs));
+    }
+    let Some(table) = value(&probe, "PTTYPE") else {
+        return Ok(Contents::Empty);
+    };
+    let mut partitions = Vec::new();
+    let nodes = partition_nodes(&meta);
+    if let Ok(mut list) = probe.get_partitions() {
+        let n = list.number_of_partitions().unwrap_or(0);
+        for i in 0..n {
+            let Ok(part) = list.get_partition(i) else {
+                continue;
+            };
+            let number = part.get_partno().unwrap_or(0);
+            let start_bytes = (*part.get_start().as_ref()).max(0) as u64 * 512;
+            let size_bytes = (*part.get_size().as_ref()).max(0) as u64 * 512;
+            partitions.push(Partition {
+                number,
+                node: nodes
+                    .iter()
+                    .find(|(n, _)| *n == number)
+                    .map(|(_, p)| p.clone()),
+                start_bytes,
+                size_bytes,
+                fs: None,
+            });
+        }
+    }
+    for part in &mut partitions {
+        part.fs = probe_range(&file, part.start_bytes, part.size_bytes);
+    }
+    Ok(Contents::Partitioned { table, partitions })
+}
+
+/// The filesystem in a byte range of the whole disk (a partition).
+fn probe_range(file: &File, offset: u64, len: u64) -> Option<FsInfo> {
+    if len == 0 {
+        return None;
+    }
+    let mut probe = new_probe(file, offset, len).ok()?;
+    match probe.do_safeprobe() {
+        Ok(BlkidSafeprobeRet::Success) => fs_info(&probe, file, offset),
+        _ => None,
+    }
+}
+
+/// Every superblock signature on the device (the way wipefs lists them),
+/// for the message about an ambivalent result.
+fn signatures(file: &File) -> io::Result<Vec<Signature>> {
+    let mut probe = new_probe(file, 0, 0)?;
+    let mut out = Vec::new();
+    // Low-level probing returns one signature per call.
+    while let Ok(BlkidProbeRet::Success) = probe.do_probe() {
+        out.push(Signature {
+            fs_type: value(&probe, "TYPE").unwrap_or_else(|| "unknown".into()),
+            uuid: value(&probe, "UUID"),
+            label: value(&probe, "LABEL"),
+            offset: value(&probe, "SBMAGIC_OFFSET").unwrap_or_else(|| "?".into()),
+        });
+        if out.len() >= 16 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Size in bytes of a block device (0: no medium, a detached loop).
+fn block_size(file: &File) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    // SAFETY: the ioctl writes one u64 into `size`, which outlives the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// The kernel's partition nodes of a whole disk, by partition number, from
+/// /sys/dev/block/MAJ:MIN/<name>/partition.
+fn partition_nodes(meta: &fs::Metadata) -> Vec<(u32, PathBuf)> {
+    if !meta.file_type().is_block_device() {
+        return Vec::new();
+    }
+    let rdev = meta.rdev();
+    let sys = PathBuf::from(format!(
+        "/sys/dev/block/{}:{}",
+        libc::major(rdev),
+        libc::minor(rdev)
+    ));
+    let Ok(entries) = fs::read_dir(&sys) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(number) = fs::read_to_string(entry.path().join("partition")) else {
+            continue;
+        };
+        if let Ok(number) = number.trim().parse() {
+            out.push((number, Path::new("/dev").join(entry.file_name())));
+        }
+    }
+    out
+}
+
+/// The filesystem on the device, when it holds exactly one.
 pub fn probe_path(path: &Path) -> io::Result<Option<FsInfo>> {
-    let file = File::open(path)?;
-    let mut buf = Vec::with_capacity(PROBE_LEN);
-    file.take(PROBE_LEN as u64).read_to_end(&mut buf)?;
-    Ok(probe_bytes(&buf))
-}
-
-pub fn probe_bytes(buf: &[u8]) -> Option<FsInfo> {
-    probe_ext(buf)
-        .or_else(|| probe_xfs(buf))
-        .or_else(|| probe_btrfs(buf))
-        .or_else(|| probe_vfat(buf))
-}
-
-fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
-fn uuid_string(b: &[u8]) -> Option<String> {
-    if b.iter().all(|&x| x == 0) {
-        return None;
-    }
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
-}
-
-fn label_string(b: &[u8]) -> Option<String> {
-    let end = b.iter().position(|&x| x == 0).unwrap_or(b.len());
-    let s = String::from_utf8_lossy(&b[..end]).trim_end().to_string();
-    (!s.is_empty()).then_some(s)
-}
-
-fn probe_ext(b: &[u8]) -> Option<FsInfo> {
-    const SB: usize = 1024;
-    if b.len() < SB + 256 || le16(b, SB + 0x38) != 0xEF53 {
-        return None;
-    }
-    let state = le16(b, SB + 0x3A);
-    let compat = le32(b, SB + 0x5C);
-    let incompat = le32(b, SB + 0x60);
-    let ro_compat = le32(b, SB + 0x64);
-    // What ext3 understands; anything beyond makes it ext4 (as blkid says).
-    const EXT3_INCOMPAT: u32 = 0x0002 | 0x0004 | 0x0010; // filetype, recover, meta_bg
-    const EXT3_RO_COMPAT: u32 = 0x0001 | 0x0002 | 0x0004; // sparse_super, large_file, btree_dir
-    const HAS_JOURNAL: u32 = 0x0004;
-    let fs_type = if incompat & !EXT3_INCOMPAT != 0 || ro_compat & !EXT3_RO_COMPAT != 0 {
-        "ext4"
-    } else if compat & HAS_JOURNAL != 0 {
-        "ext3"
-    } else {
-        "ext2"
-    };
-    Some(FsInfo {
-        fs_type: fs_type.into(),
-        uuid: uuid_string(&b[SB + 0x68..SB + 0x78]),
-        label: label_string(&b[SB + 0x78..SB + 0x88]),
-        // EXT2_ERROR_FS
-        has_errors: state & 0x0002 != 0,
-    })
-}
-
-fn probe_xfs(b: &[u8]) -> Option<FsInfo> {
-    if b.len() < 120 || &b[0..4] != b"XFSB" {
-        return None;
-    }
-    Some(FsInfo {
-        fs_type: "xfs".into(),
-        uuid: uuid_string(&b[32..48]),
-        label: label_string(&b[108..120]),
-        has_errors: false,
-    })
-}
-
-fn probe_btrfs(b: &[u8]) -> Option<FsInfo> {
-    const SB: usize = 0x10000;
-    if b.len() < SB + 0x12B + 256 || &b[SB + 0x40..SB + 0x48] != b"_BHRfS_M" {
-        return None;
-    }
-    Some(FsInfo {
-        fs_type: "btrfs".into(),
-        uuid: uuid_string(&b[SB + 0x20..SB + 0x30]),
-        label: label_string(&b[SB + 0x12B..SB + 0x12B + 256]),
-        has_errors: false,
-    })
-}
-
-fn probe_vfat(b: &[u8]) -> Option<FsInfo> {
-    if b.len() < 512 || b[510] != 0x55 || b[511] != 0xAA {
-        return None;
-    }
-    let (id_off, label_off) = if &b[82..87] == b"FAT32" {
-        (67, 71)
-    } else if &b[54..58] == b"FAT1" {
-        (39, 43)
-    } else {
-        return None;
-    };
-    let id = le32(b, id_off);
-    let label = label_string(&b[label_off..label_off + 11]).filter(|l| l != "NO NAME");
-    Some(FsInfo {
-        fs_type: "vfat".into(),
-        uuid: Some(format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)),
-        label,
-        has_errors: false,
-    })
+    Ok(probe_contents(path)?.filesystem().cloned())
 }
 
 #[cfg(test)]
@@ -168,23 +345,36 @@ mod tests {
     use std::process::Command;
 
     fn have(tool: &str) -> bool {
-        Command::new(tool).arg("-V").output().is_ok()
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
+    fn run(cmd: &str, args: &[&str], path: &Path) {
+        let out = Command::new(cmd).args(args).arg(path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An image made by `mkfs`; under CI a missing tool is a failure.
     fn image(mkfs: &str, args: &[&str], size_mb: u64) -> Option<tempfile::TempPath> {
         if !have(mkfs) {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{mkfs} is not installed (CI must have it)"
+            );
             eprintln!("skipped: {mkfs} is not installed");
             return None;
         }
         let file = tempfile::NamedTempFile::new().unwrap();
         file.as_file().set_len(size_mb << 20).unwrap();
         let path = file.into_temp_path();
-        let out = Command::new(mkfs).args(args).arg(&*path).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{mkfs}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run(mkfs, args, &path);
         Some(path)
     }
 
@@ -205,12 +395,7 @@ mod tests {
         assert!(!info.has_errors);
         assert!(info.matches_type("ext4") && !info.matches_type("xfs"));
 
-        let out = Command::new("tune2fs")
-            .args(["-E", "force_fsck"])
-            .arg(&*img)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        run("tune2fs", &["-E", "force_fsck"], &img);
         assert!(probe_path(&img).unwrap().unwrap().has_errors);
     }
 
@@ -228,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn vfat_and_xfs() {
+    fn vfat_xfs_and_btrfs() {
         if let Some(img) = image("mkfs.vfat", &["-i", "1234ABCD", "-n", "DATA"], 40) {
             let info = probe_path(&img).unwrap().unwrap();
             assert_eq!(info.fs_type, "vfat");
@@ -252,16 +437,112 @@ mod tests {
             assert_eq!(info.label.as_deref(), Some("xlabel"));
             assert!(info.uuid_is("11111111-2222-3333-4444-555555555555"));
         }
+        if let Some(img) = image(
+            "mkfs.btrfs",
+            &[
+                "-q",
+                "-f",
+                "-L",
+                "blabel",
+                "-U",
+                "22222222-3333-4444-5555-666666666666",
+            ],
+            128,
+        ) {
+            let info = probe_path(&img).unwrap().unwrap();
+            assert_eq!(info.fs_type, "btrfs");
+            assert_eq!(info.label.as_deref(), Some("blabel"));
+            assert!(info.uuid_is("22222222-3333-4444-5555-666666666666"));
+            assert!(!info.matches_type("ext4"));
+        }
     }
 
     #[test]
-    fn zeros_and_short_buffers_are_nothing() {
-        assert_eq!(probe_bytes(&[0u8; PROBE_LEN]), None);
-        assert_eq!(probe_bytes(&[0u8; 10]), None);
-        // A lone boot-sector signature is not a FAT filesystem.
-        let mut b = vec![0u8; 1024];
-        b[510] = 0x55;
-        b[511] = 0xAA;
-        assert_eq!(probe_bytes(&b), None);
+    fn a_gpt_disk_is_described_with_the_filesystem_of_each_partition() {
+        if !have("sgdisk") {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "sgdisk");
+            return;
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(64 << 20).unwrap();
+        let img = file.into_temp_path();
+        run("sgdisk", &["-n", "1:2048:+30M", "-n", "2:0:0"], &img);
+        // ext4 in partition 1, written at its offset (no loop device needed).
+        let part = tempfile::NamedTempFile::new().unwrap();
+        part.as_file().set_len(30 << 20).unwrap();
+        let part = part.into_temp_path();
+        let uuid = "33333333-4444-4555-8666-777777777777";
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-U", uuid, "-L", "inpart"],
+            &part,
+        );
+        let out = Command::new("dd")
+            .arg(format!("if={}", part.display()))
+            .arg(format!("of={}", img.display()))
+            .args(["bs=1M", "seek=1", "conv=notrunc", "status=none"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+
+        let contents = probe_contents(&img).unwrap();
+        let Contents::Partitioned { table, partitions } = &contents else {
+            panic!("not described as partitioned: {contents:?}");
+        };
+        assert_eq!(table, "gpt");
+        assert_eq!(partitions.len(), 2, "{partitions:?}");
+        assert_eq!(partitions[0].number, 1);
+        assert_eq!(partitions[0].start_bytes, 1 << 20);
+        let fs = partitions[0].fs.as_ref().unwrap();
+        assert_eq!(fs.fs_type, "ext4");
+        assert!(fs.uuid_is(uuid));
+        assert_eq!(partitions[1].fs, None);
+        assert_eq!(probe_path(&img).unwrap(), None);
+    }
+
+    #[test]
+    fn two_signatures_are_ambiguous_and_both_are_named() {
+        let (Some(xfs), Some(two)) = (
+            image("mkfs.xfs", &["-q", "-f"], 320),
+            image("mkfs.ext4", &["-q", "-F"], 16),
+        ) else {
+            return;
+        };
+        // The XFS superblock in sector 0, where ext4 leaves its boot block.
+        let out = Command::new("dd")
+            .arg(format!("if={}", xfs.display()))
+            .arg(format!("of={}", two.display()))
+            .args(["bs=512", "count=1", "conv=notrunc", "status=none"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let contents = probe_contents(&two).unwrap();
+        let Contents::Ambiguous { signatures } = &contents else {
+            panic!("not ambiguous: {contents:?}");
+        };
+        assert!(
+            signatures.iter().any(|s| s.fs_type == "xfs")
+                && signatures
+                    .iter()
+                    .any(|s| s.fs_type == "ext4" && s.uuid.is_some()),
+            "{signatures:?}"
+        );
+        assert!(signatures
+            .iter()
+            .all(|s| s.to_string().contains(" at offset ")));
+        assert_eq!(probe_path(&two).unwrap(), None);
+    }
+
+    #[test]
+    fn zeros_are_empty_and_an_empty_file_has_no_medium() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(probe_contents(file.path()).unwrap(), Contents::NoMedium);
+        file.as_file().set_len(1 << 20).unwrap();
+        assert_eq!(probe_contents(file.path()).unwrap(), Contents::Empty);
+        // A FIFO is refused, not opened for reading (which would block).
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(probe_contents(&fifo).is_err());
     }
 }

@@ -147,6 +147,15 @@ fn closure_present(dir: &Path, system: &str) -> Result<Option<usize>> {
     Ok(Some(closure.len()))
 }
 
+/// The guard's check of the store at `dir` for `system`, without the heal:
+/// the layout, `system` valid in that store's database, its closure present
+/// under `store/`. Ok(None): not valid there. (migrate verifies its copy
+/// with this before the rename.)
+pub fn check_store(dir: &Path, system: &str) -> Result<Option<usize>> {
+    check_layout(dir)?;
+    closure_present(dir, system)
+}
+
 /// Verify the store, healing it from the VHDX when it lacks the booted
 /// system. `boot_root` is the root filesystem NixOS-WSL boots from.
 pub fn verify(cfg: &Config, boot_root: &Path) -> Result<Verified> {

@@ -17,7 +17,9 @@ use crate::mountinfo::{self, MountEntry};
 use crate::state;
 
 pub mod bootview;
+pub mod copy;
 pub mod guard;
+pub mod migrate;
 pub mod nixcli;
 pub mod nixdb;
 pub mod sync;
@@ -97,8 +99,7 @@ pub fn bind_state(cfg: &Config, mounts: &[MountEntry]) -> BindState {
     let storage = mountinfo::top_at(mounts, &cfg.mount_point);
     let is_bind = match (&at_target, storage, &cfg.nix_store_subdir) {
         (Some(t), Some(s), Some(sub)) => {
-            let want_root = format!("{}/{}", s.root.trim_end_matches('/'), sub);
-            t.major == s.major && t.minor == s.minor && t.root == want_root
+            t.major == s.major && t.minor == s.minor && t.root == s.root.join(sub)
         }
         _ => false,
     };
@@ -202,7 +203,7 @@ pub fn mark(cfg: &Config) -> Result<Exit> {
         .mounted
         .as_ref()
         .map_or("nothing is mounted there".to_string(), |m| {
-            format!("it is {} (root {})", m.source, m.root)
+            format!("it is {} (root {})", m.source_text(), m.root.display())
         });
     if state::read().is_some_and(|r| r.bind_deferred) {
         log::warn!(

@@ -104,6 +104,9 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
     }
 
     let view = BootView::open(req.boot_root)?;
+    // A Ctrl-C stops nix-store too; an import cut short leaves the previous
+    // boot generation as it was.
+    crate::proc::kill_children_on_signal();
     let vhdx_nix = view.nix_dir();
     for sub in ["store", "var/nix/db", "var/nix/profiles"] {
         let p = vhdx_nix.join(sub);

@@ -1,5 +1,12 @@
-//! `install-windows-files`: copy attach.ps1 and register-task.ps1 to a
+//! `install-windows-files`: stage attach.ps1 and register-task.ps1 in a
 //! Windows directory, by default `%USERPROFILE%\wsl-storage-mount`.
+//!
+//! Only staging: the scheduled task never runs a file from there. A
+//! directory the user can write is within reach of every program the user
+//! runs without elevation, so register-task.ps1 (run elevated) installs
+//! the attach.ps1 embedded in it into `%ProgramData%\wsl-storage-mount`,
+//! which only administrators can change, and the task runs that copy.
+//! Nothing here ever writes that copy; `doctor` says when it is outdated.
 //!
 //! It runs from a systemd service after boot and after every switch, when
 //! Windows may be out of reach (interop off, /mnt/c not mounted): then it
@@ -16,7 +23,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::exit::Exit;
+use crate::exit::{fail, Exit};
 use crate::state;
 use crate::windows::script::{self, ATTACH_FILE, INSTALL_SUBDIR, REGISTER_FILE};
 use crate::windows::trigger::{run_program, TriggerOutcome};
@@ -81,10 +88,17 @@ fn profile_line(output: &str) -> Option<&str> {
     })
 }
 
-/// The user's profile dir as a Linux path, through interop:
-/// `cmd.exe /c echo %USERPROFILE%`, then converted under the automount root
-/// that `windows.schtasksPath` shows (or by `wslpath -u` when it shows none).
+/// The user's profile dir as a Linux path (see `windows_dir`).
 pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
+    windows_dir(cfg, "%USERPROFILE%").map(|(_, linux)| linux)
+}
+
+/// A directory Windows names by an environment variable (`%USERPROFILE%`,
+/// `%ProgramData%`), as its Windows path and as a Linux path, through
+/// interop: `cmd.exe /c echo %VAR%`, then converted under the automount
+/// root that `windows.schtasksPath` shows (or by `wslpath -u` when it
+/// shows none).
+pub fn windows_dir(cfg: &Config, variable: &str) -> Result<(String, PathBuf), String> {
     let schtasks = Path::new(&cfg.windows.schtasks_path);
     let layout = windows_layout(schtasks);
     let system32 = layout.as_ref().map_or_else(
@@ -92,7 +106,7 @@ pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
         |(_, s)| s.clone(),
     );
     let cmd = system32.join("cmd.exe");
-    let args: Vec<String> = ["/d", "/c", "echo", "%USERPROFILE%"]
+    let args: Vec<String> = ["/d", "/c", "echo", variable]
         .into_iter()
         .map(String::from)
         .collect();
@@ -112,31 +126,44 @@ pub fn profile_dir(cfg: &Config) -> Result<PathBuf, String> {
     };
     let Some(windows) = profile_line(&output) else {
         return Err(format!(
-            "{} did not print the profile dir (output: {:?})",
+            "{} did not print {variable} (output: {:?})",
             cmd.display(),
             output.trim()
         ));
     };
     let linux = match &layout {
         Some((root, _)) => linux_path(root, windows),
-        None => Command::new("wslpath")
-            .arg("-u")
-            .arg(windows)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        None => {
+            let mut wslpath = Command::new("wslpath");
+            wslpath.arg("-u").arg(windows);
+            crate::proc::run(wslpath, std::time::Duration::from_secs(10))
+                .ok()
+                .filter(|o| o.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        }
     };
     let Some(linux) = linux else {
         return Err(format!("cannot turn {windows} into a Linux path"));
     };
     if !linux.is_dir() {
         return Err(format!(
-            "the profile dir {windows} is not at {} (is its drive mounted?)",
+            "{variable} ({windows}) is not at {} (is its drive mounted?)",
             linux.display()
         ));
     }
-    Ok(linux)
+    Ok((windows.to_string(), linux))
+}
+
+/// `.../ProgramData/wsl-storage-mount` (any case): the directory whose
+/// attach.ps1 the task runs.
+fn is_task_dir(dir: &Path) -> bool {
+    let mut names = dir
+        .components()
+        .rev()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .map(|c| c.as_os_str().to_string_lossy().to_ascii_lowercase());
+    names.next().as_deref() == Some(INSTALL_SUBDIR)
+        && names.next().as_deref() == Some("programdata")
 }
 
 /// Create `dir` itself when missing, but never its parents: a missing
@@ -155,11 +182,20 @@ pub fn run(cfg: &Config, dir: Option<&Path>) -> Result<Exit> {
     // whatever the state of Windows.
     let files = [
         (ATTACH_FILE, script::attach_script(cfg)?),
-        (REGISTER_FILE, script::register_script(cfg)),
+        (REGISTER_FILE, script::register_script(cfg)?),
     ];
     // How to name register-task.ps1 in PowerShell, for the closing hint.
     let mut in_powershell = None;
     let dir = match dir {
+        Some(d) if is_task_dir(d) || fs::canonicalize(d).is_ok_and(|real| is_task_dir(&real)) => {
+            return Err(fail(
+                Exit::Config,
+                format!(
+                    "--dir {}: that is where register-task.ps1 installs the attach.ps1 the elevated task runs; only register-task.ps1, run elevated, writes there. Stage the files elsewhere (the default, %USERPROFILE%\\{INSTALL_SUBDIR}, or another --dir) and run register-task.ps1",
+                    d.display()
+                ),
+            ));
+        }
         Some(d) => d.to_path_buf(),
         None => match profile_dir(cfg) {
             Ok(profile) => {
@@ -200,7 +236,7 @@ pub fn run(cfg: &Config, dir: Option<&Path>) -> Result<Exit> {
             format!("<{} as a Windows path>", dir.join(REGISTER_FILE).display())
         });
         println!(
-            "next (once, and again when the task name or script path changes), in an elevated PowerShell:\n  powershell.exe -NoProfile -ExecutionPolicy Bypass -File {script}"
+            "next (once, and again whenever attach.ps1 changed: it installs it for the task), in an elevated PowerShell:\n  powershell.exe -NoProfile -ExecutionPolicy Bypass -File {script}"
         );
     }
     Ok(Exit::Success)
@@ -236,6 +272,18 @@ mod tests {
         let out = "C:\\Users\\me\n'\\\\wsl.localhost\\NixOS\\root'\nCMD.EXE was started with the above path as the current directory.\n";
         assert_eq!(profile_line(out), Some("C:\\Users\\me"));
         assert_eq!(profile_line("%USERPROFILE%\n"), None);
+    }
+
+    #[test]
+    fn the_task_dir_is_recognised() {
+        assert!(is_task_dir(Path::new(
+            "/mnt/c/ProgramData/wsl-storage-mount"
+        )));
+        assert!(is_task_dir(Path::new(
+            "/mnt/c/programdata/WSL-Storage-Mount/"
+        )));
+        assert!(!is_task_dir(Path::new("/mnt/c/Users/me/wsl-storage-mount")));
+        assert!(!is_task_dir(Path::new("wsl-storage-mount")));
     }
 
     #[test]

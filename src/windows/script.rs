@@ -1,29 +1,39 @@
 //! The generated PowerShell: `attach.ps1` (finds the disk by its serial
 //! number and attaches it with `wsl --mount --bare`) and
-//! `register-task.ps1` (registers the elevated logon task that runs it).
+//! `register-task.ps1` (installs attach.ps1 in an administrators-only
+//! directory and registers the elevated logon task that runs it).
 //!
 //! Both are generated from the config, so the NixOS module builds them in
-//! the Nix sandbox (`windows-script`, `windows-task`) and the tests compare
-//! them with golden files. No PowerShell parser is available here: the
-//! scripts stay plain, and every value from the config enters them only as
-//! a single-quoted literal (`ps_quote`), after config validation already
-//! restricted it to a plain character set.
+//! the Nix sandbox (`windows-script`, `windows-task`), the tests compare
+//! them with golden files, and CI parses them with tree-sitter's PowerShell
+//! grammar (scripts/check-powershell.py). Every value from the config
+//! enters them only as a single-quoted literal (`ps_quote`), after config
+//! validation already restricted it to a plain character set, and the
+//! templates are filled in one pass (`fill`), so a value is never read for
+//! placeholders.
 
 use anyhow::Result;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, WindowsConfig};
 use crate::exit::{fail, Exit};
 
-/// The attach transcript when `windows.logPath` is not set. Expanded on the
-/// Windows side, so no user name is written into the script.
-pub const DEFAULT_LOG_PATH: &str = r"%LOCALAPPDATA%\wsl-storage-mount\attach.log";
+/// The attach transcript when `windows.logPath` is not set: beside the
+/// installed script, where no program without elevation can change it.
+/// Expanded on the Windows side.
+pub const DEFAULT_LOG_PATH: &str = r"%ProgramData%\wsl-storage-mount\attach.log";
 /// The task name when `windows.taskName` is not set.
 pub const DEFAULT_TASK_NAME: &str = "wsl-storage-mount";
-/// Where `install-windows-files` puts the scripts by default, relative to
-/// the user's profile dir; register-task.ps1 falls back to it.
+/// Where `install-windows-files` stages the scripts by default, relative
+/// to the user's profile dir. Only a staging place: the task never runs a
+/// file from there.
 pub const INSTALL_SUBDIR: &str = "wsl-storage-mount";
 pub const ATTACH_FILE: &str = "attach.ps1";
 pub const REGISTER_FILE: &str = "register-task.ps1";
+
+const ATTACH_TEMPLATE: &str = include_str!("attach.ps1.in");
+const REGISTER_TEMPLATE: &str = include_str!("register-task.ps1.in");
 
 /// A PowerShell single-quoted literal. Inside one, only a quote character
 /// is special, and it is escaped by doubling it. PowerShell also takes the
@@ -42,9 +52,50 @@ pub fn ps_quote(value: &str) -> String {
     out
 }
 
+/// Fill `@NAME@` placeholders in one pass over the template: what a value
+/// contains is copied as it is, never searched for placeholders. A
+/// placeholder without a value is a bug in this file.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find('@') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(after.len());
+        let value = (name_len > 0 && after[name_len..].starts_with('@'))
+            .then(|| values.iter().find(|(n, _)| *n == &after[..name_len]))
+            .flatten();
+        match value {
+            Some((_, v)) => {
+                out.push_str(v);
+                rest = &after[name_len + 1..];
+            }
+            None => {
+                out.push('@');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A disk serial as attach.ps1 compares it: trimmed, without '_', '.' and
+/// spaces, upper case. The config check requires a letter or digit in it.
+pub fn normalize_serial(serial: &str) -> String {
+    serial
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '_' | '.' | ' '))
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
 /// The task's folder (`\` or `\Folder\Sub\`) and leaf name, as
 /// Register-ScheduledTask wants them, from a taskName such as
-/// `WSL\attach storage`.
+/// `WSL\attach storage`. Empty parts (a leading `\`, `\\`) are dropped.
 pub fn split_task_name(name: &str) -> (String, String) {
     let parts: Vec<&str> = name.split('\\').filter(|p| !p.is_empty()).collect();
     match parts.split_last() {
@@ -56,19 +107,25 @@ pub fn split_task_name(name: &str) -> (String, String) {
     }
 }
 
-/// The task name as schtasks.exe /TN takes it (`\Folder\name` or `name`).
-pub fn task_name(cfg: &Config) -> String {
-    let name = cfg
-        .windows
-        .task_name
-        .as_deref()
-        .unwrap_or(DEFAULT_TASK_NAME);
+/// The one spelling of the task name that everything uses: the trigger
+/// (`schtasks /Run /TN`), doctor (`schtasks /Query /TN`) and
+/// register-task.ps1: `\Folder\name`, or `name` for the root folder.
+pub fn task_name(win: &WindowsConfig) -> String {
+    let name = win.task_name.as_deref().unwrap_or(DEFAULT_TASK_NAME);
     let (folder, leaf) = split_task_name(name);
     if folder == "\\" {
         leaf
     } else {
         format!("{folder}{leaf}")
     }
+}
+
+/// SHA-256 as upper-case hex, as PowerShell's Get-FileHash prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
 }
 
 /// `attach.ps1`. Needs `diskSerialNumber`.
@@ -81,238 +138,37 @@ pub fn attach_script(cfg: &Config) -> Result<String> {
     };
     let log_path = cfg.windows.log_path.as_deref().unwrap_or(DEFAULT_LOG_PATH);
     let mount_name = cfg.mount_name.as_deref().unwrap_or("");
-    Ok(ATTACH_TEMPLATE
-        .replace("@SERIAL@", &ps_quote(serial))
-        .replace("@MOUNT_NAME@", &ps_quote(mount_name))
-        .replace("@LOG_PATH@", &ps_quote(log_path)))
+    Ok(fill(
+        ATTACH_TEMPLATE,
+        &[
+            ("SERIAL", &ps_quote(serial)),
+            ("MOUNT_NAME", &ps_quote(mount_name)),
+            ("LOG_PATH", &ps_quote(log_path)),
+        ],
+    ))
 }
 
-/// `register-task.ps1`.
-pub fn register_script(cfg: &Config) -> String {
+/// `register-task.ps1`, with attach.ps1 embedded. Needs `diskSerialNumber`.
+pub fn register_script(cfg: &Config) -> Result<String> {
+    let attach = attach_script(cfg)?;
     let name = cfg
         .windows
         .task_name
         .as_deref()
         .unwrap_or(DEFAULT_TASK_NAME);
     let (folder, leaf) = split_task_name(name);
-    let script_path = cfg.windows.script_path.as_deref().unwrap_or("");
-    REGISTER_TEMPLATE
-        .replace("@TASK_NAME@", &ps_quote(&leaf))
-        .replace("@TASK_PATH@", &ps_quote(&folder))
-        .replace("@TASK_FULL_NAME@", &ps_quote(&task_name(cfg)))
-        .replace("@SCRIPT_PATH@", &ps_quote(script_path))
-        .replace(
-            "@DEFAULT_SCRIPT_PATH@",
-            &ps_quote(&format!("%USERPROFILE%\\{INSTALL_SUBDIR}\\{ATTACH_FILE}")),
-        )
+    let encoded = base64::engine::general_purpose::STANDARD.encode(attach.as_bytes());
+    Ok(fill(
+        REGISTER_TEMPLATE,
+        &[
+            ("TASK_NAME", &ps_quote(&leaf)),
+            ("TASK_PATH", &ps_quote(&folder)),
+            ("TASK_FULL_NAME", &ps_quote(&task_name(&cfg.windows))),
+            ("ATTACH_SHA256", &ps_quote(&sha256_hex(attach.as_bytes()))),
+            ("ATTACH_BASE64", &ps_quote(&encoded)),
+        ],
+    ))
 }
-
-const ATTACH_TEMPLATE: &str = r#"# attach.ps1: attach the WSL storage disk to WSL 2 (wsl --mount --bare).
-#
-# Generated by `wsl-storage-mount windows-script` from the NixOS config;
-# edit the config, not this file. The scheduled task registered by
-# register-task.ps1 runs it elevated at logon; NixOS starts that task when
-# the disk is missing at boot. To run it by hand, in an elevated PowerShell:
-#   powershell.exe -NoProfile -ExecutionPolicy Bypass -File .\attach.ps1
-#
-# Exit codes: 0 attached (or attached already), 1 disk not found,
-#             2 attach failed. Each failure says what to do next.
-
-# --- Settings from the config ----------------------------------------------
-# Single-quoted literals: PowerShell expands nothing inside them.
-$DiskSerialNumber = @SERIAL@
-# Informative only: --bare attaches the whole disk and ignores --name.
-$MountName = @MOUNT_NAME@
-# %LOCALAPPDATA% and %USERPROFILE% are expanded here, for the user the
-# task runs as, so no user name is written into this file.
-$LogPath = [Environment]::ExpandEnvironmentVariables(@LOG_PATH@)
-
-Set-StrictMode -Version 2.0
-$ErrorActionPreference = 'Stop'
-
-# --- Transcript --------------------------------------------------------------
-# Everything below is written to $LogPath as well. The log is rotated once
-# it passes 1 MB, so it never grows without bound.
-$logDir = Split-Path -Parent $LogPath
-if ($logDir -and -not (Test-Path -LiteralPath $logDir)) {
-    New-Item -ItemType Directory -Path $logDir -Force | Out-Null
-}
-if ((Test-Path -LiteralPath $LogPath) -and ((Get-Item -LiteralPath $LogPath).Length -gt 1MB)) {
-    Move-Item -LiteralPath $LogPath -Destination ($LogPath + '.old') -Force
-}
-Start-Transcript -LiteralPath $LogPath -Append | Out-Null
-
-# Every way out goes through Finish: the message, the transcript closed,
-# then the exit code.
-function Finish([int]$Code, [string]$Message) {
-    if ($Code -eq 0) { Write-Output $Message } else { Write-Warning $Message }
-    Stop-Transcript | Out-Null
-    exit $Code
-}
-
-Write-Output ('attach.ps1 started {0:yyyy-MM-dd HH:mm:ss} as {1}' -f (Get-Date), [Security.Principal.WindowsIdentity]::GetCurrent().Name)
-if ($MountName) { Write-Output ('Disk: {0}' -f $MountName) }
-
-# --- Find the disk by its serial number ------------------------------------
-# Disk numbers (\\.\PHYSICALDRIVE<n>) change between boots; the serial does
-# not. Get-PhysicalDisk and Get-Disk may print the same serial differently
-# (NVMe serials look like E823_8FA6_BF53_0001_001B_448B_4ED0_B0F4. with '_'
-# and a trailing '.'), so both are compared after normalizing: trimmed,
-# upper case, without '_', '.' and spaces.
-function Normalize-Serial([object]$Serial) {
-    if ($null -eq $Serial) { return '' }
-    return (([string]$Serial).Trim() -replace '[_. ]', '').ToUpperInvariant()
-}
-$wanted = Normalize-Serial $DiskSerialNumber
-
-try {
-    $allDisks = @(Get-Disk)
-    $allPhysical = @(Get-PhysicalDisk)
-} catch {
-    Finish 1 ('Cannot list the disks (Get-Disk / Get-PhysicalDisk): {0}. Run this script in an elevated PowerShell on Windows 10 2004 or later.' -f $_)
-}
-
-# Disk numbers whose serial matches, from either cmdlet (for a physical disk
-# Get-PhysicalDisk's DeviceId is the disk number).
-$numbers = @()
-foreach ($d in $allDisks) {
-    if ((Normalize-Serial $d.SerialNumber) -eq $wanted) { $numbers += [int]$d.Number }
-}
-foreach ($p in $allPhysical) {
-    $id = 0
-    if ((Normalize-Serial $p.SerialNumber) -eq $wanted -and [int]::TryParse([string]$p.DeviceId, [ref]$id)) {
-        $numbers += $id
-    }
-}
-$numbers = @($numbers | Sort-Object -Unique)
-
-if ($numbers.Count -eq 0) {
-    Write-Output 'Disks Windows sees (number, serial, name, size):'
-    foreach ($d in $allDisks) {
-        Write-Output ('  {0}  {1}  {2}  {3:N0} GB' -f $d.Number, ([string]$d.SerialNumber).Trim(), $d.FriendlyName, ($d.Size / 1GB))
-    }
-    Finish 1 ('No disk has the serial number {0}. Check that the disk is connected, then copy its serial from the list above (or from `Get-PhysicalDisk | Select SerialNumber, FriendlyName, Size`) into diskSerialNumber in the NixOS config and rebuild.' -f $DiskSerialNumber)
-}
-if ($numbers.Count -gt 1) {
-    Finish 1 ('Several disks ({0}) match the serial number {1}; refusing to guess. Give diskSerialNumber in full, as `Get-PhysicalDisk | Select SerialNumber` prints it.' -f ($numbers -join ', '), $DiskSerialNumber)
-}
-
-$number = $numbers[0]
-$disk = $allDisks | Where-Object { $_.Number -eq $number } | Select-Object -First 1
-if ($null -ne $disk -and ($disk.IsBoot -or $disk.IsSystem)) {
-    Finish 2 ('Disk {0} (serial {1}) holds the running Windows; it is never handed to WSL. Check diskSerialNumber.' -f $number, $DiskSerialNumber)
-}
-$drive = '\\.\PHYSICALDRIVE{0}' -f $number
-Write-Output ('Disk with serial {0} is disk {1}: {2}' -f $DiskSerialNumber, $number, $drive)
-
-# --- Attach it: wsl.exe --mount <drive> --bare -----------------------------
-# WSL_UTF8=1 makes wsl.exe write UTF-8 instead of UTF-16LE. Its errors carry
-# a stable symbolic code (WSL_E_...) next to a localized message: only the
-# code is matched. WSL_E_DISK_ALREADY_ATTACHED means the disk is attached
-# already (an idle VM re-attaches it by itself); that is success.
-# ('wsl --list' is no help here: it lists distributions, not disks.)
-$env:WSL_UTF8 = '1'
-$wsl = Join-Path $env:SystemRoot 'System32\wsl.exe'
-if (-not (Test-Path -LiteralPath $wsl)) { $wsl = 'wsl.exe' }
-
-# A native program writing to stderr must not stop the script here.
-$ErrorActionPreference = 'Continue'
-$output = (& $wsl --mount $drive --bare 2>&1 | Out-String)
-$code = $LASTEXITCODE
-$ErrorActionPreference = 'Stop'
-# Should UTF-16 come through after all, dropping the NULs restores the code.
-$output = ($output -replace "`0", '').Trim()
-if ($output) { Write-Output $output }
-
-if ($code -eq 0) {
-    Finish 0 ('Attached {0} (serial {1}) to WSL.' -f $drive, $DiskSerialNumber)
-}
-if ($output -match 'WSL_E_DISK_ALREADY_ATTACHED') {
-    Finish 0 ('{0} (serial {1}) is attached to WSL already.' -f $drive, $DiskSerialNumber)
-}
-if ($output -match 'WSL_E_ELEVATION_NEEDED_TO_MOUNT_DISK') {
-    Finish 2 'wsl --mount needs an elevated token. Run this script from the scheduled task (register-task.ps1 registers it with "run with highest privileges") or from an elevated PowerShell.'
-}
-Finish 2 ('wsl.exe --mount {0} --bare failed (exit {1}); see its output above. Make sure Windows does not use the disk (no drive letters on it), that WSL is up to date (`wsl --update`; --mount needs WSL 2), then run this script again in an elevated PowerShell.' -f $drive, $code)
-"#;
-
-const REGISTER_TEMPLATE: &str = r#"# register-task.ps1: register the scheduled task that runs attach.ps1 elevated
-# at logon, so the WSL storage disk is attached before NixOS needs it.
-#
-# Generated by `wsl-storage-mount windows-task` from the NixOS config; edit
-# the config, not this file. Run it once, in an elevated PowerShell ("Run as
-# administrator") of the Windows account that uses WSL:
-#   powershell.exe -NoProfile -ExecutionPolicy Bypass -File .\register-task.ps1
-# Running it again updates the task in place.
-
-# --- Settings from the config ----------------------------------------------
-# Single-quoted literals: PowerShell expands nothing inside them.
-$TaskName = @TASK_NAME@
-$TaskPath = @TASK_PATH@
-$TaskFullName = @TASK_FULL_NAME@
-# windows.scriptPath; empty: the attach.ps1 next to this file, or else the
-# copy `wsl-storage-mount install-windows-files` writes by default.
-$ConfiguredScriptPath = @SCRIPT_PATH@
-$DefaultScriptPath = @DEFAULT_SCRIPT_PATH@
-
-Set-StrictMode -Version 2.0
-$ErrorActionPreference = 'Stop'
-
-# --- Who runs it -------------------------------------------------------------
-# wsl --mount of a physical disk needs an elevated token, and the task gets
-# one only when it is registered from an elevated prompt. The task runs as
-# this user: current WSL refuses to attach disks for LocalSystem.
-$identity = [Security.Principal.WindowsIdentity]::GetCurrent()
-$principal = New-Object Security.Principal.WindowsPrincipal($identity)
-if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)) {
-    Write-Warning 'This PowerShell is not elevated. Open one with "Run as administrator" (same Windows account) and run register-task.ps1 again.'
-    exit 2
-}
-if ($identity.IsSystem) {
-    Write-Warning 'Running as LocalSystem: WSL refuses to attach disks for it. Run register-task.ps1 as the Windows user that uses WSL.'
-    exit 2
-}
-$user = $identity.Name
-
-# --- Which attach.ps1 -------------------------------------------------------
-# Resolved to a full path now, so the task does not depend on environment
-# variables at logon.
-if ($ConfiguredScriptPath) {
-    $scriptPath = [Environment]::ExpandEnvironmentVariables($ConfiguredScriptPath)
-} elseif ($PSScriptRoot -and (Test-Path -LiteralPath (Join-Path $PSScriptRoot 'attach.ps1'))) {
-    $scriptPath = Join-Path $PSScriptRoot 'attach.ps1'
-} else {
-    $scriptPath = [Environment]::ExpandEnvironmentVariables($DefaultScriptPath)
-}
-if (-not (Test-Path -LiteralPath $scriptPath)) {
-    Write-Warning ('{0} does not exist. Copy attach.ps1 there first: in NixOS run `sudo wsl-storage-mount install-windows-files` (or `wsl-storage-mount windows-script > attach.ps1`), then run register-task.ps1 again.' -f $scriptPath)
-    exit 1
-}
-
-# --- The task ----------------------------------------------------------------
-# Trigger: this user's logon. Action: PowerShell running attach.ps1, with
-# no profile and no execution policy in the way. Principal: this user,
-# interactive (no stored password), "run with highest privileges".
-$action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File "{0}"' -f $scriptPath)
-$trigger = New-ScheduledTaskTrigger -AtLogOn -User $user
-$taskPrincipal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Highest
-$settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -StartWhenAvailable -MultipleInstances IgnoreNew -ExecutionTimeLimit (New-TimeSpan -Minutes 5)
-
-# Register, or update in place when it exists (-Force): running this script
-# twice leaves one task, as configured.
-$existing = Get-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -ErrorAction SilentlyContinue
-Register-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -Action $action -Trigger $trigger -Principal $taskPrincipal -Settings $settings -Description 'Attach the WSL storage disk (wsl --mount --bare). Generated by wsl-storage-mount.' -Force | Out-Null
-if ($existing) { $verb = 'Updated' } else { $verb = 'Registered' }
-
-# --- What next ----------------------------------------------------------------
-Write-Output ('{0} the scheduled task {1}: at logon of {2}, elevated, runs {3}' -f $verb, $TaskFullName, $user, $scriptPath)
-Write-Output ''
-Write-Output 'Test it now (attaches the disk, as at logon):'
-Write-Output ('  schtasks /Run /TN "{0}"' -f $TaskFullName)
-Write-Output 'Its log is the transcript at windows.logPath (default %LOCALAPPDATA%\wsl-storage-mount\attach.log).'
-Write-Output 'Remove it:'
-Write-Output ("  Unregister-ScheduledTask -TaskName '{0}' -TaskPath '{1}' -Confirm:`$false" -f $TaskName, $TaskPath)
-"#;
 
 #[cfg(test)]
 mod tests {
@@ -365,10 +221,13 @@ mod tests {
         assert!(attach.contains("$DiskSerialNumber = 'E823_8FA6.'"));
         assert!(attach.contains("ExpandEnvironmentVariables('D:\\l.log')"));
         assert!(!has_placeholder(&attach), "a placeholder is left");
-        let register = register_script(&cfg);
+        let register = register_script(&cfg).unwrap();
         assert!(register.contains("$TaskName = 't'"));
         assert!(register.contains("$TaskPath = '\\WSL\\'"));
-        assert!(register.contains("$ConfiguredScriptPath = 'C:\\w\\attach.ps1'"));
+        assert!(register.contains(&format!(
+            "$AttachSha256 = '{}'",
+            sha256_hex(attach.as_bytes())
+        )));
         assert!(!has_placeholder(&register), "a placeholder is left");
         assert!(attach.is_ascii() && register.is_ascii());
         assert!(has_placeholder("a @(x) @SERIAL@ b") && !has_placeholder("@(x) @y"));
@@ -378,5 +237,44 @@ mod tests {
     fn attach_needs_the_serial() {
         let cfg = Config::parse(r#"{"fsLabel": "x"}"#).unwrap();
         assert!(attach_script(&cfg).is_err());
+        assert!(register_script(&cfg).is_err());
+    }
+
+    #[test]
+    fn placeholders_are_filled_in_one_pass() {
+        // A value that holds a later placeholder stays as it is.
+        let out = fill("a=@A@ b=@B@", &[("A", "@B@"), ("B", "x")]);
+        assert_eq!(out, "a=@B@ b=x");
+        // Unknown names, lone '@' and PowerShell's @( and @' stay.
+        assert_eq!(
+            fill("@(1) @'x'@ @NOPE@ me@host @A@@A@", &[("A", "1")]),
+            "@(1) @'x'@ @NOPE@ me@host 11"
+        );
+    }
+
+    #[test]
+    fn serials_normalize_as_the_script_does() {
+        assert_eq!(
+            normalize_serial(" e823_8FA6_BF53.0001 "),
+            "E8238FA6BF530001"
+        );
+        assert_eq!(normalize_serial("._ ._"), "");
+        assert_eq!(normalize_serial("WD-WX11"), "WD-WX11");
+    }
+
+    #[test]
+    fn one_task_name_spelling() {
+        let win = |name: &str| {
+            Config::parse(&format!(
+                r#"{{"fsLabel": "x", "windows": {{"taskName": {}}}}}"#,
+                serde_json::to_string(name).unwrap()
+            ))
+            .unwrap()
+            .windows
+        };
+        assert_eq!(task_name(&win("wsl-storage-mount")), "wsl-storage-mount");
+        assert_eq!(task_name(&win("\\wsl-storage-mount")), "wsl-storage-mount");
+        assert_eq!(task_name(&win("WSL\\attach")), "\\WSL\\attach");
+        assert_eq!(task_name(&win("\\WSL\\attach")), "\\WSL\\attach");
     }
 }

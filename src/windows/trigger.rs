@@ -7,17 +7,12 @@
 //! unmounted /mnt/c are warnings, and the next miss tries again. The run is
 //! killed at `triggerTimeout`; the device wait never blocks on it.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 
 use crate::config::{Trigger, WindowsConfig};
 
@@ -79,7 +74,7 @@ pub fn command_for(win: &WindowsConfig) -> Option<(PathBuf, Vec<String>)> {
             vec![
                 "/Run".into(),
                 "/TN".into(),
-                win.task_name.clone().unwrap_or_default(),
+                crate::windows::script::task_name(win),
             ],
         )),
         Trigger::Script => {
@@ -89,27 +84,276 @@ pub fn command_for(win: &WindowsConfig) -> Option<(PathBuf, Vec<String>)> {
                 "-NonInteractive",
                 "-ExecutionPolicy",
                 "Bypass",
+                "-Command",
             ]
             .into_iter()
             .map(String::from)
             .collect();
-            if script.contains('%') {
-                // -File takes the path literally, and nothing between Linux
-                // and powershell.exe expands %LOCALAPPDATA%: expand it in
-                // PowerShell and pass the script's exit code on. The path
-                // was validated (no quotes) and is quoted all the same.
-                args.push("-Command".into());
-                args.push(format!(
-                    "& ([Environment]::ExpandEnvironmentVariables('{}')); exit $LASTEXITCODE",
-                    script.replace('\'', "''")
-                ));
-            } else {
-                args.push("-File".into());
-                args.push(script);
-            }
+            args.push(script_command(&script));
             Some((PathBuf::from(&win.powershell_path), args))
         }
     }
+}
+
+/// The exit code of the script trigger when the script is not there.
+pub const SCRIPT_MISSING: i32 = 3;
+
+/// The -Command text that runs attach.ps1 at `script`. Not `-File`: it
+/// takes the path literally (nothing between Linux and powershell.exe
+/// expands %LOCALAPPDATA%), and a missing file ends powershell.exe with
+/// an exit code whose low byte (all Linux sees of it) can be 0, as can
+/// `exit $LASTEXITCODE` when the script never ran. So: expand, test, run,
+/// and pass on an exit code that is never 0 unless the script said so.
+/// The path was validated (no quotes) and is quoted all the same.
+pub fn script_command(script: &str) -> String {
+    format!(
+        "$p = [Environment]::ExpandEnvironmentVariables({}); if (-not (Test-Path -LiteralPath $p -PathType Leaf)) {{ [Console]::Error.WriteLine('attach script ' + $p + ' does not exist (windows.scriptPath)'); exit {SCRIPT_MISSING} }}; & $p; if ($null -eq $LASTEXITCODE) {{ exit 2 }}; exit $LASTEXITCODE",
+        crate::windows::script::ps_quote(script)
+    )
+}
+
+/// What attach.ps1's exit code means (see its header), and 3 of the
+/// script trigger's command.
+pub fn attach_exit_meaning(code: i64) -> &'static str {
+    match code {
+        0 => "the disk is attached",
+        1 => "no disk, or more than one, has diskSerialNumber; its transcript lists the disks Windows sees",
+        2 => "wsl --mount failed or the disk holds Windows; its transcript says which",
+        3 => "the attach script is not where windows.scriptPath says",
+        _ => "an unexpected exit code; see the transcript",
+    }
+}
+
+/// Task Scheduler's "last result" while the task runs (SCHED_S_TASK_RUNNING).
+pub const TASK_RUNNING: i64 = 0x41301;
+/// ... before it ever ran (SCHED_S_TASK_HAS_NOT_RUN).
+pub const TASK_HAS_NOT_RUN: i64 = 0x41303;
+
+/// What `schtasks /Query /V /FO CSV /NH` says of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRun {
+    /// "Last Run Time", in the locale's format: only compared for change.
+    pub last_run: String,
+    /// "Last Result": the program's exit code, or a SCHED_S_/HRESULT code.
+    pub last_result: i64,
+    /// "Task To Run": the action's command line (empty when absent).
+    pub task_to_run: String,
+}
+
+/// The verbose CSV's columns are localized in their headers but not in
+/// their order: HostName, TaskName, Next Run Time, Status, Logon Mode,
+/// Last Run Time, Last Result, Author, Task To Run, ... So the columns are read by position,
+/// the header row is left out (/NH), and a row counts only when its
+/// TaskName column is the task asked for: a misaligned or foreign row is
+/// never read as a result. A task with several triggers has several rows;
+/// the first one is used (they share the run columns).
+pub fn parse_task_query(output: &str, task: &str) -> Option<TaskRun> {
+    let want = task.trim_start_matches('\\');
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(output.as_bytes());
+    reader.records().flatten().find_map(|row| {
+        let name = row.get(1)?.trim().trim_start_matches('\\');
+        if !name.eq_ignore_ascii_case(want) {
+            return None;
+        }
+        let last_run = row.get(5)?.trim().to_string();
+        let result = row.get(6)?.trim();
+        let last_result = match result
+            .strip_prefix("0x")
+            .or_else(|| result.strip_prefix("0X"))
+        {
+            Some(hex) => i64::from_str_radix(hex, 16).ok()?,
+            None => result.parse().ok()?,
+        };
+        Some(TaskRun {
+            last_run,
+            last_result,
+            task_to_run: row.get(8).unwrap_or("").trim().to_string(),
+        })
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskVerdict {
+    Succeeded,
+    Failed,
+    Running,
+    /// The task did not run (yet) since it was started.
+    NotRun,
+    /// Its result could not be read.
+    Unknown,
+}
+
+/// What the task's last result means for the attach.
+pub fn describe_task_result(code: i64) -> (TaskVerdict, String) {
+    // schtasks prints HRESULTs as negative decimals; show them as Windows does.
+    let hex = format!("0x{:X}", code as u32);
+    match code {
+        0..=2 => (
+            if code == 0 {
+                TaskVerdict::Succeeded
+            } else {
+                TaskVerdict::Failed
+            },
+            format!("attach.ps1 exited {code}: {}", attach_exit_meaning(code)),
+        ),
+        TASK_RUNNING => (
+            TaskVerdict::Running,
+            format!("attach.ps1 is still running ({hex})"),
+        ),
+        TASK_HAS_NOT_RUN => (
+            TaskVerdict::NotRun,
+            format!("the task has not run yet ({hex})"),
+        ),
+        _ => (
+            TaskVerdict::Failed,
+            format!("the task ended with {code} ({hex}); look it up in Task Scheduler's history of the task"),
+        ),
+    }
+}
+
+/// One attempt: the program's outcome, and for the task trigger what the
+/// task's last result said about attach.ps1 afterwards.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub outcome: TriggerOutcome,
+    pub task: Option<(TaskVerdict, String)>,
+}
+
+impl Attempt {
+    /// Windows did its part: the task's attach.ps1 exited 0 (for the task
+    /// trigger `schtasks /Run` exit 0 only means "started"), the script
+    /// trigger's attach.ps1 exited 0, or wsl.exe said "already attached".
+    pub fn succeeded(&self) -> bool {
+        match &self.task {
+            Some((verdict, _)) => {
+                *verdict == TaskVerdict::Succeeded
+                    || matches!(&self.outcome, TriggerOutcome::Exited { output, .. } if output.contains(ALREADY_ATTACHED))
+            }
+            None => self.outcome.succeeded(),
+        }
+    }
+}
+
+/// Ask Task Scheduler about `task` once.
+fn query_task(
+    win: &WindowsConfig,
+    task: &str,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Result<TaskRun, String> {
+    let args: Vec<String> = ["/Query", "/TN", task, "/V", "/FO", "CSV", "/NH"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    match run_program(
+        Path::new(&win.schtasks_path),
+        &args,
+        timeout,
+        cancel,
+        "windows.schtasksPath",
+    ) {
+        TriggerOutcome::Exited {
+            code: Some(0),
+            output,
+        } => parse_task_query(&output, task).ok_or_else(|| {
+            format!(
+                "no row for {task} in `schtasks /Query /V /FO CSV` output: {:?}",
+                output.lines().next().unwrap_or("")
+            )
+        }),
+        other => Err(format!("`schtasks /Query` {}", other.summary())),
+    }
+}
+
+/// After `schtasks /Run` started the task: follow its last result until
+/// the run that was started has ended or `deadline`.
+fn follow_task(
+    win: &WindowsConfig,
+    task: &str,
+    before: Option<&str>,
+    deadline: Instant,
+    cancel: &AtomicBool,
+) -> Option<(TaskVerdict, String)> {
+    let mut last: Result<TaskRun, String> = Err("not asked".into());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        if !left.is_zero() {
+            last = query_task(win, task, left.max(Duration::from_secs(1)), cancel);
+            if let Ok(run) = &last {
+                let new_run = before != Some(run.last_run.as_str());
+                if new_run && run.last_result != TASK_RUNNING {
+                    return Some(describe_task_result(run.last_result));
+                }
+            }
+        }
+        if Instant::now() + TASK_POLL >= deadline {
+            break;
+        }
+        let until = Instant::now() + TASK_POLL;
+        while Instant::now() < until {
+            if cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Some(match last {
+        Ok(run) if before == Some(run.last_run.as_str()) => (
+            TaskVerdict::NotRun,
+            format!(
+                "the task did not start within windows.triggerTimeout ({} s): its last run time is still {}",
+                win.trigger_timeout, run.last_run
+            ),
+        ),
+        Ok(run) => {
+            let (verdict, text) = describe_task_result(run.last_result);
+            (verdict, format!("{text} after windows.triggerTimeout ({} s)", win.trigger_timeout))
+        }
+        Err(why) => (
+            TaskVerdict::Unknown,
+            format!("cannot read the task's last result: {why}"),
+        ),
+    })
+}
+
+/// How often the task's last result is asked for while it runs.
+const TASK_POLL: Duration = Duration::from_secs(1);
+
+/// One attempt, blocking: run the trigger (killed at `triggerTimeout`); for
+/// the task trigger, also read the task's last run before (at most 5 s),
+/// and follow its result after until `triggerTimeout` from the start.
+pub fn attempt(win: &WindowsConfig, cancel: &AtomicBool) -> Attempt {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(win.trigger_timeout);
+    if win.trigger != Trigger::Task {
+        return Attempt {
+            outcome: run(win, cancel),
+            task: None,
+        };
+    }
+    let task = crate::windows::script::task_name(win);
+    let before = query_task(
+        win,
+        &task,
+        Duration::from_secs(win.trigger_timeout.min(5)),
+        cancel,
+    )
+    .ok()
+    .map(|r| r.last_run);
+    let outcome = run(win, cancel);
+    let task = match &outcome {
+        TriggerOutcome::Exited { code: Some(0), .. } => {
+            follow_task(win, &task, before.as_deref(), deadline, cancel)
+        }
+        _ => None,
+    };
+    Attempt { outcome, task }
 }
 
 /// wsl.exe and other Windows tools write UTF-16LE unless WSL_UTF8=1 reached
@@ -176,7 +420,8 @@ pub fn run(win: &WindowsConfig, cancel: &AtomicBool) -> TriggerOutcome {
 /// output asked for, killed (its whole process group) at `timeout` or when
 /// `cancel` is set. `missing_hint` says why the program may not exist, in
 /// the message when it does not. Also used by `doctor` and
-/// `install-windows-files`.
+/// `install-windows-files`. Through `crate::proc`: a program that exits
+/// but leaves a child holding its output pipe does not keep us waiting.
 pub fn run_program(
     program: &Path,
     args: &[String],
@@ -191,14 +436,9 @@ pub fn run_program(
             "WSLENV",
             wslenv_with_utf8(std::env::var("WSLENV").ok().as_deref()),
         )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a hung program and its children can
-        // all be killed together.
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
+        .stdin(Stdio::null());
+    let finished = match crate::proc::run_cancellable(cmd, timeout, cancel) {
+        Ok(finished) => finished,
         Err(e) => {
             let why = match e.raw_os_error() {
                 Some(libc::ENOENT) => {
@@ -213,56 +453,17 @@ pub fn run_program(
             return TriggerOutcome::NotRunnable(why);
         }
     };
-    let readers: Vec<JoinHandle<Vec<u8>>> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    })
-    .collect();
-    let deadline = Instant::now() + timeout;
-    let pgid = Pid::from_raw(child.id() as i32);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) => {}
-            Err(_) => break None,
-        }
-        if cancel.load(Ordering::Relaxed) || Instant::now() >= deadline {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = child.wait();
-            if cancel.load(Ordering::Relaxed) {
-                return TriggerOutcome::Cancelled;
-            }
-            // Children may still hold the pipes: do not join the readers.
-            return TriggerOutcome::TimedOut {
-                output: String::new(),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut output = Vec::new();
-    for reader in readers {
-        if let Ok(bytes) = reader.join() {
-            output.extend(decode_output(&bytes).into_bytes());
-        }
+    if finished.cancelled {
+        return TriggerOutcome::Cancelled;
+    }
+    let mut output = decode_output(&finished.stdout);
+    output.push_str(&decode_output(&finished.stderr));
+    if finished.timed_out {
+        return TriggerOutcome::TimedOut { output };
     }
     TriggerOutcome::Exited {
-        code: status.and_then(|s| s.code()),
-        output: String::from_utf8_lossy(&output).into_owned(),
+        code: finished.code,
+        output,
     }
 }
 
@@ -270,7 +471,7 @@ pub fn run_program(
 pub struct TriggerRunner {
     win: Arc<WindowsConfig>,
     cancel: Arc<AtomicBool>,
-    running: Option<JoinHandle<TriggerOutcome>>,
+    running: Option<JoinHandle<Attempt>>,
     started: u32,
     last_start: Option<Instant>,
     succeeded: bool,
@@ -292,31 +493,63 @@ impl TriggerRunner {
 
     fn collect(&mut self) {
         if self.running.as_ref().is_some_and(JoinHandle::is_finished) {
-            if let Some(Ok(outcome)) = self.running.take().map(JoinHandle::join) {
-                self.record(outcome);
+            if let Some(Ok(attempt)) = self.running.take().map(JoinHandle::join) {
+                self.record(attempt);
             }
         }
     }
 
-    fn record(&mut self, outcome: TriggerOutcome) {
+    fn record(&mut self, attempt: Attempt) {
         let n = self.summaries.len() + 1;
-        let summary = outcome.summary();
-        match &outcome {
-            TriggerOutcome::Exited { output, .. } if outcome.succeeded() => {
-                log::info!("Windows trigger attempt {n}: {summary}");
-                for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        let outcome = &attempt.outcome;
+        let mut summary = outcome.summary();
+        let succeeded = attempt.succeeded();
+        let output_lines = |output: &str, warn: bool| {
+            for line in output.lines().filter(|l| !l.trim().is_empty()) {
+                if warn {
+                    log::warn!("  windows: {}", line.trim_end());
+                } else {
                     log::info!("  windows: {}", line.trim_end());
                 }
-                self.succeeded = true;
             }
-            TriggerOutcome::Exited { output, .. } => {
-                log::warn!("Windows trigger attempt {n}: {summary}");
-                for line in output.lines().filter(|l| !l.trim().is_empty()) {
-                    log::warn!("  windows: {}", line.trim_end());
+        };
+        match outcome {
+            TriggerOutcome::Exited { output, code } => {
+                // The script trigger's own exit code is attach.ps1's.
+                if self.win.trigger == Trigger::Script {
+                    if let Some(c) = code.filter(|_| !output.contains(ALREADY_ATTACHED)) {
+                        summary.push_str(&format!(" ({})", attach_exit_meaning(c.into())));
+                    }
                 }
+                let started = self.win.trigger == Trigger::Task && *code == Some(0);
+                if succeeded || started {
+                    log::info!("Windows trigger attempt {n}: {summary}");
+                } else {
+                    log::warn!("Windows trigger attempt {n}: {summary}");
+                }
+                output_lines(output, !(succeeded || started));
             }
             TriggerOutcome::Cancelled => log::info!("Windows trigger attempt {n}: {summary}"),
             _ => log::warn!("Windows trigger attempt {n}: {summary}"),
+        }
+        if let Some((verdict, text)) = &attempt.task {
+            match verdict {
+                TaskVerdict::Succeeded => {
+                    log::info!("Windows trigger attempt {n}: task result: {text}")
+                }
+                _ => log::warn!(
+                    "Windows trigger attempt {n}: task result: {text}{}",
+                    if verdict == &TaskVerdict::Running {
+                        ""
+                    } else {
+                        "; the next miss starts it again"
+                    }
+                ),
+            }
+            summary.push_str(&format!("; task result: {text}"));
+        }
+        if succeeded {
+            self.succeeded = true;
         }
         self.summaries.push(format!("attempt {n}: {summary}"));
     }
@@ -350,15 +583,15 @@ impl TriggerRunner {
         );
         let win = Arc::clone(&self.win);
         let cancel = Arc::clone(&self.cancel);
-        self.running = Some(std::thread::spawn(move || run(&win, &cancel)));
+        self.running = Some(std::thread::spawn(move || attempt(&win, &cancel)));
     }
 
     /// Stop a running attempt and return one line per attempt.
     pub fn finish(mut self) -> Vec<String> {
         self.cancel.store(true, Ordering::Relaxed);
         if let Some(handle) = self.running.take() {
-            if let Ok(outcome) = handle.join() {
-                self.record(outcome);
+            if let Ok(attempt) = handle.join() {
+                self.record(attempt);
             }
         }
         self.summaries
@@ -400,23 +633,75 @@ mod tests {
     }
 
     #[test]
-    fn script_paths_with_variables_are_expanded_by_powershell() {
-        let cfg = crate::config::Config::parse(
-            r#"{"fsLabel": "x", "diskSerialNumber": "S1", "windows": {"trigger": "script", "scriptPath": "%LOCALAPPDATA%\\wsl-storage-mount\\attach.ps1"}}"#,
-        )
-        .unwrap();
-        let (_, args) = command_for(&cfg.windows).unwrap();
-        assert_eq!(args[4], "-Command");
+    fn script_paths_are_tested_and_exit_codes_never_0_by_accident() {
+        for path in [
+            "%LOCALAPPDATA%\\wsl-storage-mount\\attach.ps1",
+            "C:\\wsl\\attach.ps1",
+        ] {
+            let cfg = crate::config::Config::parse(&format!(
+                r#"{{"fsLabel": "x", "diskSerialNumber": "S1", "windows": {{"trigger": "script", "scriptPath": {}}}}}"#,
+                serde_json::to_string(path).unwrap()
+            ))
+            .unwrap();
+            let (_, args) = command_for(&cfg.windows).unwrap();
+            assert_eq!(args[4], "-Command");
+            let cmd = &args[5];
+            assert!(cmd.starts_with(&format!(
+                "$p = [Environment]::ExpandEnvironmentVariables('{path}'); if (-not (Test-Path -LiteralPath $p -PathType Leaf)) {{"
+            )), "{cmd}");
+            assert!(
+                cmd.contains(
+                    "exit 3 }; & $p; if ($null -eq $LASTEXITCODE) { exit 2 }; exit $LASTEXITCODE"
+                ),
+                "{cmd}"
+            );
+        }
+    }
+
+    /// A real `schtasks /Query /TN "\WSL\attach storage" /V /FO CSV /NH`
+    /// row shape, in German, with a comma inside a quoted field.
+    const QUERY_DE: &str = "\"PC\",\"\\WSL\\attach storage\",\"Nicht zutreffend\",\"Bereit\",\"Nur interaktiv\",\"25.11.2026 07:01:02\",\"1\",\"PC\\me\",\"C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -File \"\"C:\\ProgramData\\wsl-storage-mount\\attach.ps1\"\"\",\"N/A\",\"Attach, the disk\"\r\n";
+
+    #[test]
+    fn the_task_query_is_read_by_position_and_task_name() {
+        let run = parse_task_query(QUERY_DE, "\\WSL\\attach storage").unwrap();
         assert_eq!(
-            args[5],
-            "& ([Environment]::ExpandEnvironmentVariables('%LOCALAPPDATA%\\wsl-storage-mount\\attach.ps1')); exit $LASTEXITCODE"
+            run,
+            TaskRun {
+                last_run: "25.11.2026 07:01:02".into(),
+                last_result: 1,
+                task_to_run: "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -File \"C:\\ProgramData\\wsl-storage-mount\\attach.ps1\"".into(),
+            }
         );
-        let cfg = crate::config::Config::parse(
-            r#"{"fsLabel": "x", "diskSerialNumber": "S1", "windows": {"trigger": "script", "scriptPath": "C:\\wsl\\attach.ps1"}}"#,
-        )
-        .unwrap();
-        let (_, args) = command_for(&cfg.windows).unwrap();
-        assert_eq!(&args[4..], ["-File", "C:\\wsl\\attach.ps1"]);
+        // Case and the leading '\\' do not matter; another task's row is
+        // never read, nor a header row.
+        assert!(parse_task_query(QUERY_DE, "wsl\\ATTACH STORAGE").is_some());
+        assert!(parse_task_query(QUERY_DE, "\\WSL\\other").is_none());
+        let header = "\"HostName\",\"TaskName\",\"Next Run Time\",\"Status\",\"Logon Mode\",\"Last Run Time\",\"Last Result\"\r\n";
+        assert!(parse_task_query(header, "TaskName").is_none());
+        let running =
+            "\"PC\",\"\\t\",\"N/A\",\"Running\",\"x\",\"1/1/2026 1:00:00 AM\",\"267009\"\n";
+        assert_eq!(
+            parse_task_query(&format!("{header}{running}"), "t")
+                .unwrap()
+                .last_result,
+            TASK_RUNNING
+        );
+        let hresult = "\"PC\",\"\\t\",\"N/A\",\"Ready\",\"x\",\"N/A\",\"-2147020576\"\n";
+        let code = parse_task_query(hresult, "t").unwrap().last_result;
+        assert!(describe_task_result(code).1.contains("0x800710E0"));
+        assert!(parse_task_query("garbage", "t").is_none());
+    }
+
+    #[test]
+    fn task_results_have_a_verdict() {
+        assert_eq!(describe_task_result(0).0, TaskVerdict::Succeeded);
+        let (v, text) = describe_task_result(1);
+        assert_eq!(v, TaskVerdict::Failed);
+        assert!(text.contains("diskSerialNumber"), "{text}");
+        assert_eq!(describe_task_result(2).0, TaskVerdict::Failed);
+        assert_eq!(describe_task_result(0x41301).0, TaskVerdict::Running);
+        assert_eq!(describe_task_result(0x41303).0, TaskVerdict::NotRun);
     }
 
     #[test]

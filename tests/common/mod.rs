@@ -46,20 +46,72 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Say that this test (or a case of it) skipped and why: on stderr, and, when
+/// scripts/test.sh set WSL_STORAGE_MOUNT_TEST_SKIPS, as a line in that file,
+/// so the summary counts the skips instead of reporting them as passes.
+pub fn record_skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string();
+    eprintln!("skipped: {reason}");
+    if let Some(file) = std::env::var_os("WSL_STORAGE_MOUNT_TEST_SKIPS") {
+        use std::io::Write;
+        let line = format!("{test}\t{reason}\n");
+        let appended = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&file)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            panic!(
+                "cannot record the skip in {}: {e}",
+                Path::new(&file).display()
+            );
+        }
+    }
+}
+
 /// Skip (with a line saying why) where the test cannot run for real:
 /// not root (the Nix build sandbox), or the tools are missing.
 pub fn can_run() -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: integration tests need root (loop devices, mounts, namespaces)");
+        record_skip("integration tests need root (loop devices, mounts, namespaces)");
         return false;
     }
     for tool in ["unshare", "nsenter", "losetup", "mkfs.ext4", "mount"] {
         if !have(tool) {
-            eprintln!("skipped: {tool} is not installed (apt-get install util-linux e2fsprogs)");
+            record_skip(&format!(
+                "{tool} is not installed (apt-get install util-linux e2fsprogs)"
+            ));
             return false;
         }
     }
     true
+}
+
+/// A scratch directory for tests that need no root: `check` only.
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("wsm-check-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap()
+}
+
+/// `wsl-storage-mount --config FILE check`, run directly (no namespace, no
+/// root): check touches no device and resolves no user names. The run dir
+/// points into the config's directory, so nothing reaches the host's /run.
+pub fn check_config(config: &Path) -> Output {
+    let run_dir = config.parent().unwrap_or(Path::new(".")).join("run");
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("check")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 pub fn output_text(out: &Output) -> String {
@@ -357,4 +409,21 @@ pub fn new_uuid() -> String {
 
 pub fn have_tool(tool: &str) -> bool {
     have(tool)
+}
+
+/// Whether an optional tool for one case is there. Outside CI a missing tool
+/// skips the case (saying so); under CI=true it fails the test, since CI
+/// installs every tool (.ci/run) and a skip there would hide a lost case.
+pub fn tool_for_case(tool: &str, apt_package: &str, case: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "{case}: {tool} is missing under CI=true; .ci/run must install {apt_package}"
+    );
+    record_skip(&format!(
+        "{case}: {tool} missing (apt-get install {apt_package})"
+    ));
+    false
 }

@@ -20,7 +20,7 @@ pub fn have_nix() -> bool {
             std::env::var("CI").as_deref() != Ok("true"),
             "nix-store/nix-build are missing under CI=true (apt-get install nix-bin)"
         );
-        eprintln!("skipped: nix-store is not installed (apt-get install nix-bin)");
+        super::record_skip("nix-store is not installed (apt-get install nix-bin)");
     }
     ok
 }
