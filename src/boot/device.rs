@@ -577,7 +577,7 @@ fn close_off_the_clock(inotify: Inotify) {
         return;
     };
     // SAFETY: the child makes only raw system calls (sched_setscheduler,
-    // close_range, close, read, _exit) before it ends, as required after
+    // sigaction, close_range, close, read, _exit) before it ends, as required after
     // fork in a process that may have threads (the Windows trigger).
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => unsafe {
@@ -585,6 +585,11 @@ fn close_off_the_clock(inotify: Inotify) {
             // child must not take the CPU from it.
             let idle = libc::sched_param { sched_priority: 0 };
             libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
+            // The parent's handlers write to a self-pipe closed below: a
+            // stop signal must end the child as it would any process.
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             let (keep_fd, keep_pipe) = (fd.as_raw_fd(), read_end.as_raw_fd());
             let (a, b) = (keep_fd.min(keep_pipe) as u32, keep_fd.max(keep_pipe) as u32);
             // Everything else closed (the parent's stdout/stderr above all,
