@@ -47,6 +47,11 @@ pub struct Found {
     pub via: String,
     #[serde(skip)]
     pub rdev: u64,
+    /// What probing it found, when the device was found by probing: the
+    /// filesystem check uses it instead of reading the device again (on a
+    /// freshly attached disk each libblkid probe costs about a millisecond).
+    #[serde(skip)]
+    pub contents: Option<Contents>,
 }
 
 /// The link paths the config names, with the key that names each.
@@ -235,6 +240,7 @@ fn probe_block_devices(cfg: &Config) -> Result<Option<Found>> {
             via: format!("{key} by probing {}", node.display()),
             node,
             rdev,
+            contents: Some(contents),
         });
     }
     match hits.len() {
@@ -480,6 +486,7 @@ fn probe_events_for(cfg: &Config, events: &[uevent::BlockEvent]) -> Result<Optio
             via: format!("{key} by probing {} (uevent {})", node.display(), ev.action),
             node,
             rdev,
+            contents: Some(contents),
         });
     }
     match hits.len() {
@@ -631,7 +638,12 @@ pub fn find_link(cfg: &Config) -> Option<Found> {
             } else {
                 format!("{key} via {}", link.display())
             };
-            return Some(Found { node, via, rdev });
+            return Some(Found {
+                node,
+                via,
+                rdev,
+                contents: None,
+            });
         }
     }
     None

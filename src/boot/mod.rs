@@ -208,8 +208,12 @@ pub fn ensure_disk(cfg: &Config) -> Result<()> {
 
 fn check_filesystem(cfg: &Config, dev: &Found) -> Result<FsInfo> {
     let node = dev.node.display();
-    let contents = probe::probe_contents(&dev.node)
-        .with_context(|| format!("probing {node} with libblkid"))?;
+    // Found by probing: what that probe saw, a moment ago, on this device.
+    let contents = match &dev.contents {
+        Some(contents) => contents.clone(),
+        None => probe::probe_contents(&dev.node)
+            .with_context(|| format!("probing {node} with libblkid"))?,
+    };
     let info = match contents {
         Contents::Filesystem(info) => info,
         other => {
