@@ -133,8 +133,16 @@ impl Sandbox {
             .tempdir_in(std::env::temp_dir())
             .unwrap();
         // The mount point for the tmpfs over /dev/disk made inside the
-        // namespace (a plain directory where udev never ran).
-        fs::create_dir_all("/dev/disk").unwrap();
+        // namespace (a plain directory where udev never ran): made here
+        // when missing, and removed again by the last sandbox.
+        {
+            let mut dev_disk = DEV_DISK.lock().unwrap_or_else(|e| e.into_inner());
+            if !Path::new("/dev/disk").exists() {
+                fs::create_dir("/dev/disk").unwrap();
+                dev_disk.made = true;
+            }
+            dev_disk.sandboxes += 1;
+        }
         let holder = Command::new("unshare")
             .args(["-m", "--propagation", "private", "--", "sleep", "3600"])
             .stdin(Stdio::null())
@@ -365,8 +373,22 @@ impl Sandbox {
     }
 }
 
+/// Sandboxes alive in this test binary, and whether /dev/disk was made
+/// for them (then the last one removes it: a host without udev keeps no
+/// trace of the tests).
+struct DevDisk {
+    sandboxes: usize,
+    made: bool,
+}
+
+static DEV_DISK: std::sync::Mutex<DevDisk> = std::sync::Mutex::new(DevDisk {
+    sandboxes: 0,
+    made: false,
+});
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        let _forget_dev_disk = DevDiskRelease;
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
@@ -380,6 +402,22 @@ impl Drop for Sandbox {
             // a number, once free, may already serve another test.
             if still_backed_by(node, image) {
                 let _ = Command::new("losetup").arg("-d").arg(node).output();
+            }
+        }
+    }
+}
+
+/// Dropped last in `Sandbox::drop`, after the namespace is gone.
+struct DevDiskRelease;
+
+impl Drop for DevDiskRelease {
+    fn drop(&mut self) {
+        let mut dev_disk = DEV_DISK.lock().unwrap_or_else(|e| e.into_inner());
+        dev_disk.sandboxes -= 1;
+        if dev_disk.sandboxes == 0 && dev_disk.made {
+            // Fails (and stays) while another namespace still mounts on it.
+            if fs::remove_dir("/dev/disk").is_ok() {
+                dev_disk.made = false;
             }
         }
     }
