@@ -24,7 +24,10 @@
 # UUID), the loop device is detached, and the toy store paths are deleted.
 #
 # Needs root, cargo, util-linux (unshare, losetup), e2fsprogs (mkfs.ext4) and
-# Nix (nix-build, nix-store; Debian: apt-get install nix-bin).
+# Nix (nix-build, nix-store; Debian: apt-get install nix-bin). Without Nix it
+# makes a stand-in store itself (python3's sqlite3 writes a Nix database with
+# the same tables, ValidPaths and Refs), and shows the refusal and the bind
+# without the heal, which needs Nix's own tools.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -40,12 +43,18 @@ sandbox = false
 substituters ="
 
 if [ "${1:-}" != "--inside" ]; then
-  for tool in cargo unshare losetup mkfs.ext4 nix-build nix-store; do
+  for tool in cargo unshare losetup mkfs.ext4 python3; do
     command -v "$tool" >/dev/null || {
-      echo "demo: $tool is missing (apt-get install util-linux e2fsprogs nix-bin; Rust from rustup.rs)" >&2
+      echo "demo: $tool is missing (apt-get install util-linux e2fsprogs python3; Rust from rustup.rs)" >&2
       exit 2
     }
   done
+  if command -v nix-build >/dev/null && command -v nix-store >/dev/null; then
+    mode=nix
+  else
+    mode=standin
+    echo "demo: Nix is not installed (apt-get install nix-bin): using a stand-in store made by this script, and no heal"
+  fi
 
   echo "== building the helper (cargo build --release; the first build takes a minute)"
   (cd "$here" && cargo build --release)
@@ -63,6 +72,15 @@ if [ "${1:-}" != "--inside" ]; then
   }
   trap cleanup EXIT
 
+  if [ "$mode" = standin ]; then
+    echo
+    echo "== a toy system made by hand (two store path names, one referring to the other)"
+    hash() { python3 -c 'import secrets; print("".join(secrets.choice("0123456789abcdfghijklmnpqrsvwxyz") for _ in range(32)))'; }
+    dependency="/nix/store/$(hash)-demo-dependency"
+    system="/nix/store/$(hash)-demo-system"
+    printf '{"%s": [], "%s": ["%s"]}\n' "$dependency" "$system" "$dependency" >"$work/graph.json"
+    printf '   %s\n' "$dependency" "$system"
+  else
   echo
   echo "== building a toy system with real Nix into this machine's store"
   # A nonce per run: fresh paths, deleted again at the end.
@@ -91,6 +109,9 @@ NIX
   mapfile -t drvs < <(nix-store --query --requisites "$drv")
   toy=("$system" "${closure[@]}" "${drvs[@]}")
   printf '   %s\n' "${closure[@]}"
+  for path in "${closure[@]}"; do [ "$path" = "$system" ] || dependency=$path; done
+  printf '{"%s": [], "%s": ["%s"]}\n' "$dependency" "$system" "$dependency" >"$work/graph.json"
+  fi
 
   echo
   echo "== a 256 MiB ext4 image on a loop device (the disk Windows attaches)"
@@ -101,13 +122,13 @@ NIX
   echo "   $loop, filesystem UUID $uuid"
 
   # A private mount namespace: the mounts below vanish with it.
-  unshare -m --propagation private -- "$0" --inside "$work" "$loop" "$uuid" "$system"
+  unshare -m --propagation private -- "$0" --inside "$work" "$loop" "$uuid" "$system" "$mode"
   echo
   echo "demo: done; the namespace is gone and its mounts with it; $loop is being detached and the toy store paths deleted"
   exit 0
 fi
 
-work=$2 loop=$3 uuid=$4 system=$5
+work=$2 loop=$3 uuid=$4 system=$5 mode=$6
 storage="$work/storage"
 sub="$storage/nixos-wsl-main"
 target="$work/nix"
@@ -120,14 +141,41 @@ mount -t tmpfs demo-run /run
 ln -s "$system" /run/booted-system
 export WSL_STORAGE_MOUNT_RUN_DIR="$work/run"
 
-# Nix's own import into the instance dir, laid out as a /nix directory
-# (store/ and var/nix/), as rsync of a real /nix would leave it.
-import_into() {
+# Put store paths into a store: Nix's own export/import, or (without Nix)
+# the stand-in: each path a directory, registered in a database with Nix's
+# tables (ValidPaths, Refs) so that the helper's guard reads it as Nix's.
+# $1 is the store's /nix-shaped directory (store/ and var/nix/ under it).
+put_paths() {
   local dir=$1
   shift
-  nix-store --export "$@" |
-    nix-store --store "local?real=$dir/store&state=$dir/var/nix&log=$dir/var/log/nix" --import >/dev/null
+  if [ "$mode" = nix ]; then
+    nix-store --export "$@" |
+      nix-store --store "local?real=$dir/store&state=$dir/var/nix&log=$dir/var/log/nix" --import >/dev/null
+  else
+    python3 - "$work/graph.json" "$dir" "$@" <<'PY'
+import json, os, sqlite3, sys
+graph = json.load(open(sys.argv[1])); nix = sys.argv[2]; paths = sys.argv[3:]
+os.makedirs(f"{nix}/var/nix/db", exist_ok=True)
+db = sqlite3.connect(f"{nix}/var/nix/db/db.sqlite")
+db.executescript("""
+CREATE TABLE IF NOT EXISTS ValidPaths (id integer primary key autoincrement not null,
+  path text unique not null, hash text not null, registrationTime integer not null,
+  deriver text, narSize integer, ultimate integer, sigs text, ca text);
+CREATE TABLE IF NOT EXISTS Refs (referrer integer not null, reference integer not null,
+  primary key (referrer, reference));""")
+for p in paths:
+    d = f"{nix}/store/{os.path.basename(p)}"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/refs", "w") as f:
+        f.write("".join(r + "\n" for r in graph[p]))
+    db.execute("INSERT OR IGNORE INTO ValidPaths (path, hash, registrationTime, narSize) VALUES (?, 'sha256:0', 0, 4096)", (p,))
+    for r in graph[p]:
+        db.execute("INSERT OR IGNORE INTO Refs SELECT a.id, b.id FROM ValidPaths a, ValidPaths b WHERE a.path = ? AND b.path = ?", (p, r))
+db.commit()
+PY
+  fi
 }
+import_into() { put_paths "$@"; }
 
 cat >"$work/config.json" <<JSON
 {
@@ -140,7 +188,7 @@ cat >"$work/config.json" <<JSON
   },
   "bindMountNixStore": true,
   "nixStoreSubdir": "nixos-wsl-main",
-  "nixStoreCommand": "$(command -v nix-store)",
+  "nixStoreCommand": "$(command -v nix-store || echo nix-store)",
   "bindTarget": "$target",
   "logFile": "$work/wsl-mount.log"
 }
@@ -152,7 +200,8 @@ set_profile() {
   ln -sfn "$2" "$1/system-1-link"
   ln -sfn system-1-link "$1/system"
 }
-mapfile -t closure < <(nix-store --query --requisites "$system")
+# The closure, references first (the graph written outside).
+mapfile -t closure < <(python3 -c 'import json,sys; g=json.load(open(sys.argv[1])); print("\n".join(sorted(g, key=lambda p: len(g[p]))))' "$work/graph.json")
 
 echo
 echo "== config ($work/config.json; bindTarget is a stand-in for /nix)"
@@ -165,7 +214,7 @@ echo
 echo "== a stand-in VHDX root ($work/vhdx): the toy system's closure and its system profile"
 vhdx="$work/vhdx"
 mkdir -p "$vhdx"
-nix-store --export "${closure[@]}" | nix-store --store "local?root=$vhdx" --import >/dev/null
+put_paths "$vhdx/nix" "${closure[@]}"
 set_profile "$vhdx/nix/var/nix/profiles" "$system"
 echo "   $vhdx/nix/var/nix/profiles/system -> $(readlink "$vhdx/nix/var/nix/profiles/system") -> $system"
 
@@ -188,7 +237,7 @@ echo
 echo "== wsl-storage-mount --boot-root $work/older-vhdx mount (a VHDX that lacks the system too: must refuse, exit 6, no stamp)"
 # A VHDX store that holds the dependency only: nothing to heal from.
 mkdir -p "$work/older-vhdx"
-nix-store --export "${dependencies[@]}" | nix-store --store "local?root=$work/older-vhdx" --import >/dev/null
+put_paths "$work/older-vhdx/nix" "${dependencies[@]}"
 set +e
 helper --boot-root "$work/older-vhdx" mount
 code=$?
@@ -203,8 +252,17 @@ if [ -e "$WSL_STORAGE_MOUNT_RUN_DIR/bind-ok" ]; then
   exit 1
 fi
 
+if [ "$mode" = standin ]; then
+  # The heal copies with nix-store, which is not here: complete the disk
+  # store by hand instead (what `wsl-storage-mount migrate` does for real).
+  echo
+  echo "== no Nix here, so no heal: the stand-in completes the instance dir's store itself"
+  mount "$loop" "$work/stage"
+  put_paths "$work/stage/nixos-wsl-main" "$system"
+  umount "$work/stage"
+fi
 echo
-echo "== wsl-storage-mount --boot-root $vhdx mount (the VHDX holds the system: heal, then the stamp)"
+echo "== wsl-storage-mount --boot-root $vhdx mount (the VHDX holds the system: heal if needed, then the stamp)"
 helper --boot-root "$vhdx" mount
 test -e "$WSL_STORAGE_MOUNT_RUN_DIR/bind-ok"
 echo "   stamp: $WSL_STORAGE_MOUNT_RUN_DIR/bind-ok"
