@@ -115,9 +115,10 @@ def main():
         f.truncate(256 << 20)
     sh("mkfs.ext4", "-q", "-U", uuid, uimg)
     attached = []
-    os.makedirs("/run/wsl-storage-mount", exist_ok=True)
+    # A private /run (nothing is made on the host's).
     holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "--",
-                               "sh", "-c", "mount -t tmpfs bench /run/wsl-storage-mount && exec sleep 3600"])
+                               "sh", "-c", "mount -t tmpfs bench /run && mkdir -p /run/wsl-storage-mount "
+                               "&& exec sleep 3600"])
     try:
         # Wait for the namespace to be ready.
         for _ in range(500):
