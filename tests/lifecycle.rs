@@ -6,9 +6,7 @@
 
 mod common;
 
-use common::nixstore::{
-    self, activate, boot, closure, disk_store, invalid_in, root_uri, toy_system,
-};
+use common::nixstore::{self, activate, boot, closure, invalid_in, root_uri, toy_system};
 use common::{output_text, Sandbox};
 use serde_json::json;
 
@@ -34,18 +32,12 @@ fn setup(
     if !nixstore::have_nix() {
         return None;
     }
-    let uuid = common::new_uuid();
-    let dev = sb.loop_device(128, &["mkfs.ext4", "-q", "-U", &uuid]);
-    let mp = sb.path("storage").display().to_string();
-    let dir = format!("{mp}/nixos-wsl-main");
-    let root = sb.path("vhdx").display().to_string();
-    sb.sh_ok(&format!("mkdir -p {mp} {root} && mount {} {mp}", dev.node));
-    if let Some(mb) = root_fs_mb {
-        let small = sb.loop_device(mb, &["mkfs.ext4", "-q", "-m", "0"]);
-        sb.sh_ok(&format!("mount {} {root}", small.node));
-    }
-    disk_store(&sb, &dir, disk_systems);
-    nixstore::vhdx_root(&sb, &root, vhdx_system);
+    let nixstore::Stores {
+        uuid,
+        mp,
+        dir,
+        root,
+    } = nixstore::disk_and_vhdx(&mut sb, disk_systems, vhdx_system, root_fs_mb);
     let mut cfg = json!({
         "fsUuid": uuid,
         "mountPoint": mp,

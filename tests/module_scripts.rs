@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::nixstore::{self, closure, disk_store, invalid_in, root_uri, toy_system};
+use common::nixstore::{self, closure, invalid_in, root_uri, toy_system};
 use common::{output_text, Sandbox, BIN};
 use serde_json::json;
 
@@ -132,14 +132,12 @@ fn setup(systems: &[&str], previous_fails: bool) -> Option<Setup> {
     if !nixstore::have_nix() {
         return None;
     }
-    let uuid = common::new_uuid();
-    let dev = sb.loop_device(128, &["mkfs.ext4", "-q", "-U", &uuid]);
-    let mp = sb.path("storage").display().to_string();
-    let dir = format!("{mp}/nixos-wsl-main");
-    let root = sb.path("vhdx").display().to_string();
-    sb.sh_ok(&format!("mkdir -p {mp} {root} && mount {} {mp}", dev.node));
-    disk_store(&sb, &dir, systems);
-    nixstore::vhdx_root(&sb, &root, systems[0]);
+    let nixstore::Stores {
+        uuid,
+        mp,
+        dir,
+        root,
+    } = nixstore::disk_and_vhdx(&mut sb, systems, systems[0], None);
     let cfg = sb.config(
         "config.json",
         json!({

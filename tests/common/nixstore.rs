@@ -137,3 +137,44 @@ pub fn boot(sb: &Sandbox, system: &str) {
 pub fn store_name(path: &str) -> &str {
     Path::new(path).file_name().unwrap().to_str().unwrap()
 }
+
+/// The store lifecycle's two stores, as the tests use them.
+pub struct Stores {
+    pub uuid: String,
+    /// The storage disk's mount point.
+    pub mp: String,
+    /// The disk's instance dir (`mp/nixos-wsl-main`), a /nix-shaped store.
+    pub dir: String,
+    /// The stand-in VHDX root (`--boot-root`).
+    pub root: String,
+}
+
+/// An ext4 loop device mounted at `storage/` whose instance dir holds
+/// `disk_systems` (its profile -> the last), and a stand-in VHDX root
+/// (`root_fs_mb`: on a small loop filesystem of its own) booting
+/// `vhdx_system`. Nothing is bound over /nix yet.
+pub fn disk_and_vhdx(
+    sb: &mut Sandbox,
+    disk_systems: &[&str],
+    vhdx_system: &str,
+    root_fs_mb: Option<u64>,
+) -> Stores {
+    let uuid = super::new_uuid();
+    let dev = sb.loop_device(128, &["mkfs.ext4", "-q", "-U", &uuid]);
+    let mp = sb.path("storage").display().to_string();
+    let dir = format!("{mp}/nixos-wsl-main");
+    let root = sb.path("vhdx").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {mp} {root} && mount {} {mp}", dev.node));
+    if let Some(mb) = root_fs_mb {
+        let small = sb.loop_device(mb, &["mkfs.ext4", "-q", "-m", "0"]);
+        sb.sh_ok(&format!("mount {} {root}", small.node));
+    }
+    disk_store(sb, &dir, disk_systems);
+    vhdx_root(sb, &root, vhdx_system);
+    Stores {
+        uuid,
+        mp,
+        dir,
+        root,
+    }
+}
