@@ -876,33 +876,15 @@ fn xattr_names_fd(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
     xattr_list(|buf, len| unsafe { libc::flistxattr(raw, buf, len) })
 }
 
+/// The list of xattr names; none where the filesystem has no xattrs.
 fn xattr_list(call: impl Fn(*mut libc::c_char, usize) -> isize) -> std::io::Result<Vec<u8>> {
-    loop {
-        let n = call(std::ptr::null_mut(), 0);
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENOTSUP) => Ok(Vec::new()),
-                _ => Err(e),
-            };
-        }
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; n as usize];
-        let got = call(buf.as_mut_ptr().cast(), buf.len());
-        if got < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ERANGE) {
-                continue;
-            }
-            return Err(e);
-        }
-        buf.truncate(got as usize);
-        return Ok(buf);
+    match xattr_value(|buf, len| call(buf.cast(), len)) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(Vec::new()),
+        other => other,
     }
 }
 
+/// Ask for the size, then the bytes; again when it grew in between.
 fn xattr_value(call: impl Fn(*mut libc::c_void, usize) -> isize) -> std::io::Result<Vec<u8>> {
     loop {
         let n = call(std::ptr::null_mut(), 0);
