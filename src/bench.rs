@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::exit::{fail, Exit};
 use crate::mountinfo;
+use crate::space::free_bytes;
 
 const SEQ_BLOCK: usize = 1 << 20;
 const RAND_BLOCK: usize = 4096;
@@ -373,12 +374,6 @@ pub fn room_needed(size: u64, files: usize) -> u64 {
         .map(|i| (NIX_SIZES[i % NIX_SIZES.len()] as u64).div_ceil(4096) * 4096)
         .sum();
     size + small + (NIX_DIRS as u64) * 4096 + MARGIN
-}
-
-fn free_bytes(dir: &Path) -> Result<u64> {
-    let st = nix::sys::statvfs::statvfs(dir)
-        .with_context(|| format!("reading the free space of {}", dir.display()))?;
-    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 fn human(bytes: u64) -> String {

@@ -16,6 +16,7 @@ mod exit;
 mod log;
 mod mountinfo;
 mod proc;
+mod space;
 mod state;
 mod status;
 

@@ -367,7 +367,7 @@ pub fn render(s: &Status) -> String {
             match (b.vhdx_paths, b.vhdx_store_bytes) {
                 (Some(n), Some(bytes)) => format!(
                     "; VHDX store: {n} paths, {}",
-                    store::guard::human_bytes(bytes)
+                    crate::space::human_bytes(bytes)
                 ),
                 _ => b
                     .error

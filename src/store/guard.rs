@@ -20,6 +20,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::exit::{fail, Exit};
+use crate::space::human_bytes;
 use crate::store::bootview::BootView;
 use crate::store::nixcli;
 use crate::store::nixdb::{self, NixDb};
@@ -239,19 +240,4 @@ fn heal(cfg: &Config, dir: &Path, system: &str, boot_root: &Path) -> Result<usiz
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the heal thread panicked")))
     })
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

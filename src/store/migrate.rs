@@ -31,6 +31,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::copy::{self, Engine, Size};
 use crate::config::Config;
 use crate::exit::{fail, Exit};
+use crate::space::human_bytes;
 use crate::store::bootview::BootView;
 use crate::store::guard::{self, BOOTED_SYSTEM};
 
@@ -158,22 +159,22 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         shown_src.display(),
         plan.entries,
         plan.hard_links,
-        human(plan.bytes),
+        human_bytes(plan.bytes),
         plan.inodes
     );
     if partial_exists {
         log::info!(
             "resume: {partial} already holds {} in {} files and dirs",
-            human(already.bytes),
+            human_bytes(already.bytes),
             already.inodes
         );
     }
     log::info!(
         "room: {} needed (with {}% + {} margin), {} free on {mp}; {} inodes needed, {} free",
-        human(want_bytes),
+        human_bytes(want_bytes),
         MARGIN_PERCENT,
-        human(MARGIN_BYTES),
-        human(free_bytes),
+        human_bytes(MARGIN_BYTES),
+        human_bytes(free_bytes),
         need_inodes,
         free_inodes
     );
@@ -182,8 +183,8 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
             Exit::NoRoom,
             format!(
                 "not enough room on {mp}: the copy needs {} and {need_inodes} inodes, the disk has {} and {free_inodes} inodes free; nothing was copied. Free space on the disk (or collect garbage first: `nix-collect-garbage -d`) and run migrate again",
-                human(want_bytes),
-                human(free_bytes)
+                human_bytes(want_bytes),
+                human_bytes(free_bytes)
             ),
         ));
     }
@@ -271,12 +272,15 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         "copied {} entries ({} hard links, {}) in {:.1} s ({}/s){}{}",
         p.entries.load(Ordering::Relaxed),
         p.links.load(Ordering::Relaxed),
-        human(p.bytes.load(Ordering::Relaxed)),
+        human_bytes(p.bytes.load(Ordering::Relaxed)),
         secs,
-        human((p.bytes.load(Ordering::Relaxed) as f64 / secs.max(0.001)) as u64),
+        human_bytes((p.bytes.load(Ordering::Relaxed) as f64 / secs.max(0.001)) as u64),
         match p.reused.load(Ordering::Relaxed) {
             0 => String::new(),
-            n => format!("; {} of it already copied by an earlier run", human(n)),
+            n => format!(
+                "; {} of it already copied by an earlier run",
+                human_bytes(n)
+            ),
         },
         match p.sockets.load(Ordering::Relaxed) {
             0 => String::new(),
@@ -768,26 +772,11 @@ fn show_progress(engine: &Engine<'_>, plan: &Size, done: &AtomicBool) {
         };
         log::info!(
             "progress: {} of {}, {} of {} entries, {}/s, ETA {eta}",
-            human(bytes),
-            human(plan.bytes),
+            human_bytes(bytes),
+            human_bytes(plan.bytes),
             p.entries.load(Ordering::Relaxed),
             plan.entries,
-            human(rate as u64)
+            human_bytes(rate as u64)
         );
-    }
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }

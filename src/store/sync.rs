@@ -29,9 +29,9 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::config::Config;
 use crate::exit::{fail, Exit};
 use crate::mountinfo;
+use crate::space::{free_bytes, human_bytes};
 use crate::state;
 use crate::store::bootview::BootView;
-use crate::store::guard::human_bytes;
 use crate::store::nixcli;
 use crate::store::nixdb::{self, NixDb};
 
@@ -579,12 +579,6 @@ pub fn check_root_links(root: &Path, vhdx_nix: &Path) -> Result<()> {
         "these links on the root filesystem do not resolve in the VHDX store, so the next start of this instance could fail: {}. Run `sudo wsl-storage-mount sync-boot` with the disk attached (it copies what they need), and do not restart the instance until it succeeds",
         broken.join(", ")
     )))
-}
-
-fn free_bytes(dir: &Path) -> Result<u64> {
-    let st =
-        nix::sys::statvfs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
-    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 /// Copy `order` (references first) in batches, with progress: a bar on a
