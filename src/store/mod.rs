@@ -120,9 +120,8 @@ pub fn store_is_read_only(cfg: &Config, mounts: &[MountEntry]) -> bool {
 /// the bind, any root process could otherwise write into the store.
 /// nix-daemon remounts it writable in a namespace of its own, as on every
 /// NixOS with a read-only store.
-fn ensure_store_read_only(cfg: &Config) -> Result<()> {
-    let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
-    if store_is_read_only(cfg, &mounts) {
+fn ensure_store_read_only(cfg: &Config, mounts: &[MountEntry]) -> Result<()> {
+    if store_is_read_only(cfg, mounts) {
         log::info!("{}/store is already read-only", cfg.bind_target);
         return Ok(());
     }
@@ -173,7 +172,7 @@ pub fn mark(cfg: &Config) -> Result<Exit> {
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
     let bind = bind_state(cfg, &mounts);
     if bind.is_bind {
-        ensure_store_read_only(cfg)?;
+        ensure_store_read_only(cfg, &mounts)?;
         let body = format!(
             "{} is the bind of {}\n",
             cfg.bind_target,
