@@ -606,13 +606,11 @@ fn copy_in_batches(
     let mut done_bytes = 0u64;
     let mut batch: Vec<String> = Vec::new();
     let mut batch_bytes = 0u64;
-    let mut i = 0;
-    while i < order.len() {
-        let size = disk.nar_size([order[i].as_str()])?;
-        batch.push(order[i].clone());
-        batch_bytes += size;
-        i += 1;
-        if batch.len() < BATCH_PATHS && batch_bytes < BATCH_BYTES && i < order.len() {
+    for (i, path) in order.iter().enumerate() {
+        batch.push(path.clone());
+        batch_bytes += disk.nar_size([path.as_str()])?;
+        let last = i + 1 == order.len();
+        if batch.len() < BATCH_PATHS && batch_bytes < BATCH_BYTES && !last {
             continue;
         }
         nixcli::copy_paths(cfg, from, to, &batch).map_err(|why| {
