@@ -97,6 +97,22 @@ impl BootView {
         })
     }
 
+    /// Run `f` with a view of `boot_root` in a thread of its own: the
+    /// private mount namespace is that thread's alone (children it starts
+    /// inherit it), and the caller's mounts stay where everyone sees them.
+    /// For commands that mount for the system (`mount`) or must not change
+    /// their own view (`status`).
+    pub fn in_own_thread<T: Send>(
+        boot_root: &Path,
+        f: impl FnOnce(&BootView) -> Result<T> + Send,
+    ) -> Result<T> {
+        std::thread::scope(|s| {
+            s.spawn(|| f(&BootView::open(boot_root)?))
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the boot view's thread panicked")))
+        })
+    }
+
     /// The view of the boot root.
     pub fn root(&self) -> &Path {
         &self.root

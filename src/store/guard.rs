@@ -197,47 +197,42 @@ pub fn verify(cfg: &Config, boot_root: &Path) -> Result<Verified> {
 }
 
 /// Copy the booted system's closure (what the disk lacks) from the VHDX
-/// store into the disk store. Runs in a thread of its own: the boot view's
-/// private mount namespace is then that thread's alone, and `mount`'s own
-/// mounts stay where everyone sees them.
+/// store into the disk store, in the boot view's own thread (`mount`'s own
+/// mounts stay where everyone sees them).
 fn heal(cfg: &Config, dir: &Path, system: &str, boot_root: &Path) -> Result<usize> {
     let to = nixcli::nix_dir_store_uri(dir).map_err(unsafe_store)?;
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<usize> {
-            let view = BootView::open(boot_root)?;
-            let vhdx = NixDb::open(&view.nix_dir().join("var/nix")).map_err(|e| {
-                unsafe_store(format!(
-                    "{e:#}; the VHDX store cannot be read, so the disk store cannot be healed"
-                ))
-            })?;
-            if !vhdx.is_valid(system)? {
-                return Err(unsafe_store(format!(
-                    "the booted system {system} is valid neither in the disk store {} nor in the VHDX store; refusing to bind. Next: {}",
-                    dir.display(),
-                    migrate_hint(dir)
-                )));
-            }
-            let closure = vhdx.closure([system])?;
-            let have = NixDb::open(&dir.join("var/nix"))?.valid_of(closure.iter().map(String::as_str))?;
-            let missing: Vec<String> = closure.difference(&have).cloned().collect();
-            let bytes = vhdx.nar_size(missing.iter().map(String::as_str))?;
-            drop(vhdx);
-            log::info!(
-                "heal: copying {} of {} paths ({}) from the VHDX store into {}",
-                missing.len(),
-                closure.len(),
-                human_bytes(bytes),
-                dir.display()
-            );
-            nixcli::copy_paths(cfg, &view.store_uri(), &to, &missing).map_err(|why| {
-                unsafe_store(format!(
-                    "heal failed: {why}; /nix stays the VHDX store. Check free space on {} (`df -h {}`)",
-                    cfg.mount_point, cfg.mount_point
-                ))
-            })?;
-            Ok(missing.len())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the heal thread panicked")))
+    BootView::in_own_thread(boot_root, |view| {
+        let vhdx = NixDb::open(&view.nix_dir().join("var/nix")).map_err(|e| {
+            unsafe_store(format!(
+                "{e:#}; the VHDX store cannot be read, so the disk store cannot be healed"
+            ))
+        })?;
+        if !vhdx.is_valid(system)? {
+            return Err(unsafe_store(format!(
+                "the booted system {system} is valid neither in the disk store {} nor in the VHDX store; refusing to bind. Next: {}",
+                dir.display(),
+                migrate_hint(dir)
+            )));
+        }
+        let closure = vhdx.closure([system])?;
+        let have =
+            NixDb::open(&dir.join("var/nix"))?.valid_of(closure.iter().map(String::as_str))?;
+        let missing: Vec<String> = closure.difference(&have).cloned().collect();
+        let bytes = vhdx.nar_size(missing.iter().map(String::as_str))?;
+        drop(vhdx);
+        log::info!(
+            "heal: copying {} of {} paths ({}) from the VHDX store into {}",
+            missing.len(),
+            closure.len(),
+            human_bytes(bytes),
+            dir.display()
+        );
+        nixcli::copy_paths(cfg, &view.store_uri(), &to, &missing).map_err(|why| {
+            unsafe_store(format!(
+                "heal failed: {why}; /nix stays the VHDX store. Check free space on {} (`df -h {}`)",
+                cfg.mount_point, cfg.mount_point
+            ))
+        })?;
+        Ok(missing.len())
     })
 }

@@ -664,17 +664,11 @@ pub fn boot_status(cfg: &Config, boot_root: &Path) -> BootStatus {
     if let Some(dir) = cfg.store_dir() {
         st.disk_system = resolve_profile(&Path::new(&dir).join("var/nix/profiles"), "system").ok();
     }
-    // In a thread of its own: the view's private namespace stays there.
-    let vhdx = std::thread::scope(|s| {
-        s.spawn(|| -> Result<(Option<String>, usize, u64)> {
-            let view = BootView::open(boot_root)?;
-            let nix = view.nix_dir();
-            let system = resolve_profile(&nix.join("var/nix/profiles"), "system").ok();
-            let db = NixDb::open(&nix.join("var/nix"))?;
-            Ok((system, db.all_valid()?.len(), db.total_nar_size()?))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the boot view thread panicked")))
+    let vhdx = BootView::in_own_thread(boot_root, |view| {
+        let nix = view.nix_dir();
+        let system = resolve_profile(&nix.join("var/nix/profiles"), "system").ok();
+        let db = NixDb::open(&nix.join("var/nix"))?;
+        Ok((system, db.all_valid()?.len(), db.total_nar_size()?))
     });
     match vhdx {
         Ok((system, paths, bytes)) => {
