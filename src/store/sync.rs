@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::IsTerminal;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
@@ -273,8 +273,6 @@ fn lock(path: &Path) -> Result<Flock<File>> {
         }
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// SYSTEM as given: a store path, or a link to one (./result, a profile).
 fn system_arg(p: &Path) -> Result<String> {
