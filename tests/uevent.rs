@@ -182,9 +182,23 @@ fn helpers_in(sb: &Sandbox) -> Vec<u32> {
         .collect()
 }
 
+/// Wait until no process of the helper's binary is left in the sandbox.
+fn no_helper_left(sb: &Sandbox) {
+    let start = Instant::now();
+    while !helpers_in(sb).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "helper processes left behind: {:?}",
+            helpers_in(sb)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// With a by-id identity the helper watches the link directory with
-/// inotify and hands the descriptor's teardown to a forked child: the link
-/// is found, and that child is gone soon after the helper exits.
+/// inotify and hands the descriptor's teardown to a child forked while it
+/// waits (not once the device is there): the link is found, and that
+/// child is gone soon after the helper exits.
 #[test]
 fn a_by_id_link_is_found_with_inotify_and_no_process_stays_behind() {
     let Some(mut sb) = Sandbox::new() else { return };
@@ -192,6 +206,11 @@ fn a_by_id_link_is_found_with_inotify_and_no_process_stays_behind() {
     let cfg = config(&sb, json!({"deviceId": "nvme-FAKE_UEVENT_0001"}));
     let run = sb.spawn_helper(&cfg, &["-v", "mount"]);
     wait_for_log(&sb, "watching /dev/disk/by-id");
+    assert_eq!(
+        helpers_in(&sb).len(),
+        2,
+        "the helper and the holder of its inotify descriptor, while it waits"
+    );
     sb.link("/dev/disk/by-id/nvme-FAKE_UEVENT_0001", &dev.node);
     let out = sb.wait_helper(run);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
@@ -200,13 +219,23 @@ fn a_by_id_link_is_found_with_inotify_and_no_process_stays_behind() {
         .unwrap_or_default()
         .to_string();
     assert!(via.starts_with("deviceId via /dev/disk/by-id/"), "{via}");
-    let start = Instant::now();
-    while !helpers_in(&sb).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "helper processes left behind: {:?}",
-            helpers_in(&sb)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    no_helper_left(&sb);
+}
+
+/// The holder goes with the helper when the disk never comes too.
+#[test]
+fn a_by_id_wait_that_times_out_leaves_no_process_behind() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(config(&sb, json!({"deviceId": "nvme-FAKE_UEVENT_NEVER"})))
+            .unwrap(),
+    )
+    .unwrap();
+    cfg["waitTimeout"] = json!(1);
+    let cfg = sb.config("config.json", cfg);
+    let run = sb.spawn_helper(&cfg, &["mount"]);
+    let out = sb.wait_helper(run);
+    assert_ne!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(sb.log().contains("nvme-FAKE_UEVENT_NEVER"), "{}", sb.log());
+    no_helper_left(&sb);
 }

@@ -12,7 +12,7 @@
 //! a full scan every second is the backstop.
 
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -366,6 +366,9 @@ pub fn wait_for_device(cfg: &Config) -> Result<WaitResult> {
     } else {
         None
     };
+    // After the holder's fork, so that these pages are not shared with it
+    // (a write to a shared page is a copy).
+    probe::prepare_for_arrival();
     let probe_events = cfg.fs_uuid.is_some() || cfg.fs_label.is_some();
     let found = loop {
         // Events first (what queued while we looked or held is not lost),
@@ -427,9 +430,8 @@ pub fn wait_for_device(cfg: &Config) -> Result<WaitResult> {
             found.via
         );
     }
-    if let Some(w) = links {
-        close_off_the_clock(w.inotify);
-    }
+    // A mere count drop: the holder keeps the descriptor until our exit.
+    drop(links);
     Ok(WaitResult {
         found,
         waited: start.elapsed(),
@@ -507,6 +509,10 @@ impl LinkWatch {
     fn new(cfg: &Config) -> Option<LinkWatch> {
         match Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) {
             Ok(inotify) => {
+                // Now, while nothing is timed: the holder's fork copies the
+                // page tables, and that is a cost for the wait, not for the
+                // reaction.
+                hold_off_the_clock(inotify.as_fd());
                 let mut w = LinkWatch {
                     inotify,
                     watched: Vec::new(),
@@ -569,17 +575,17 @@ fn link_dirs(cfg: &Config) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Close an inotify descriptor without waiting for it.
+/// Let our close of an inotify descriptor be free.
 ///
 /// The last close of an inotify descriptor with watches waits in the
 /// kernel for the watches' teardown (an SRCU grace period: 0-16 ms
 /// measured, most of the helper's reaction time). Leaking it would not
 /// help: the process's exit closes it before the parent learns of the
-/// exit. So a forked child keeps a reference and our close is a mere
-/// count drop; the child sleeps until our exit (EOF on a pipe only we hold
-/// the write end of) and then pays for the teardown on nobody's clock.
-fn close_off_the_clock(inotify: Inotify) {
-    let fd = OwnedFd::from(inotify);
+/// exit. So a child forked when the watch is made keeps a reference, and
+/// our close, after the device arrived, is a mere count drop; the child
+/// sleeps until our exit (EOF on a pipe only we hold the write end of) and
+/// then pays for the teardown on nobody's clock.
+fn hold_off_the_clock(fd: BorrowedFd<'_>) {
     let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         return;
     };
@@ -588,8 +594,8 @@ fn close_off_the_clock(inotify: Inotify) {
     // fork in a process that may have threads (the Windows trigger).
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => unsafe {
-            // The parent is about to mount: on a busy 2-core machine the
-            // child must not take the CPU from it.
+            // The parent will mount while the child lives: on a busy
+            // 2-core machine the child must not take the CPU from it.
             let idle = libc::sched_param { sched_priority: 0 };
             libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
             // The parent's handlers write to a self-pipe closed below: a
@@ -623,10 +629,9 @@ fn close_off_the_clock(inotify: Inotify) {
             // child's signal.
             std::mem::forget(write_end);
         }
-        Err(e) => log::debug!("cannot fork to close the inotify descriptor: {e}"),
+        Err(e) => log::debug!("cannot fork a holder for the inotify descriptor: {e}"),
     }
     drop(read_end);
-    drop(fd);
 }
 
 /// Look for the configured links only (a few stat() calls).
