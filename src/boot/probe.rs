@@ -485,8 +485,8 @@ mod tests {
             eprintln!("skipped: a loop device needs root");
             return;
         }
-        // Sizes above ZFS's 64 MiB minimum (its labels are the farthest
-        // reads) and a size not a multiple of 256 KiB.
+        // Sizes above ZFS's 64 MiB minimum (its labels at both ends are
+        // most of what libblkid reads): a small disk and one past 4 GiB.
         for size_mb in [256u64, 4097] {
             let Some(img) = image("mkfs.ext4", &["-q", "-F"], size_mb) else {
                 return;
