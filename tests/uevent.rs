@@ -226,13 +226,10 @@ fn a_by_id_link_is_found_with_inotify_and_no_process_stays_behind() {
 #[test]
 fn a_by_id_wait_that_times_out_leaves_no_process_behind() {
     let Some(mut sb) = Sandbox::new() else { return };
-    let mut cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(config(&sb, json!({"deviceId": "nvme-FAKE_UEVENT_NEVER"})))
-            .unwrap(),
-    )
-    .unwrap();
-    cfg["waitTimeout"] = json!(1);
-    let cfg = sb.config("config.json", cfg);
+    let cfg = config(
+        &sb,
+        json!({"deviceId": "nvme-FAKE_UEVENT_NEVER", "waitTimeout": 1}),
+    );
     let run = sb.spawn_helper(&cfg, &["mount"]);
     let out = sb.wait_helper(run);
     assert_ne!(out.status.code(), Some(0), "{}", output_text(&out));
