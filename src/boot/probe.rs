@@ -150,15 +150,7 @@ fn open_device(path: &Path) -> io::Result<File> {
 /// disk each piece it waits for is a round trip to the device. The pages it
 /// reads are asked for ahead, all at once and without waiting, so that its
 /// reads then come from memory: see `prefetch_ranges` for which.
-fn prefetch(file: &File) {
-    let size = if file
-        .metadata()
-        .is_ok_and(|m| m.file_type().is_block_device())
-    {
-        block_size(file).unwrap_or(0)
-    } else {
-        file.metadata().map_or(0, |m| m.len())
-    };
+fn prefetch(file: &File, size: u64) {
     for (offset, len) in prefetch_ranges(size) {
         // SAFETY: posix_fadvise only advises the kernel about an open fd.
         unsafe {
@@ -297,14 +289,15 @@ fn ext_has_errors(file: &File, offset: u64) -> bool {
 pub fn probe_contents(path: &Path) -> io::Result<Contents> {
     let file = open_device(path)?;
     let meta = file.metadata()?;
-    if meta.file_type().is_block_device() {
-        if block_size(&file)? == 0 {
-            return Ok(Contents::NoMedium);
-        }
-    } else if meta.len() == 0 {
+    let size = if meta.file_type().is_block_device() {
+        block_size(&file)?
+    } else {
+        meta.len()
+    };
+    if size == 0 {
         return Ok(Contents::NoMedium);
     }
-    prefetch(&file);
+    prefetch(&file, size);
     let mut probe = new_probe(&file, 0, 0)?;
     probe
         .enable_partitions(true)
