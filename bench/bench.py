@@ -76,20 +76,16 @@ def free_loop():
         os.close(ctl)
 
 
-IOCTL_MS = []
-
-
 def loop_attach(node, img):
-    """Attach img to node; returns the clock right before the ioctl (and
-    notes how long the ioctl itself took: the kernel's part of the
-    arrival, which nothing waiting for the device can shorten)."""
+    """Attach img to node; returns the clock right before the ioctl and
+    right after it (the ioctl is the kernel's part of the arrival, which
+    nothing waiting for the device can shorten)."""
     lfd = os.open(node, os.O_RDWR)
     ifd = os.open(img, os.O_RDWR)
     try:
         t0 = time.perf_counter()
         fcntl.ioctl(lfd, LOOP_SET_FD, ifd)
-        IOCTL_MS.append((time.perf_counter() - t0) * 1000)
-        return t0
+        return t0, time.perf_counter()
     finally:
         os.close(ifd)
         os.close(lfd)
@@ -222,15 +218,18 @@ def main():
             with open(ucfg, "w") as f:
                 json.dump({"fsUuid": uuid, **common}, f)
 
+            ioctl_ms = []
+
             def attach_uimg():
                 for _ in range(20):
                     node = free_loop()
                     try:
-                        t0 = loop_attach(node, uimg)
+                        t0, t1 = loop_attach(node, uimg)
                     except OSError:
                         # Another process took that number first.
                         continue
                     attached.append(node)
+                    ioctl_ms.append((t1 - t0) * 1000)
                     return t0
                 raise RuntimeError("no free loop device")
 
@@ -249,9 +248,8 @@ def main():
 
             prev = {"WSL_STORAGE_MOUNT_WAIT": "inotify"}
             rows = {}
-            IOCTL_MS.clear()
             rows["u_new"] = arrival(ucfg, {}, attach_uimg, detach_all)
-            rows["ioctl"] = list(IOCTL_MS)
+            rows["ioctl"] = list(ioctl_ms)
             rows["u_old"] = arrival(ucfg, prev, attach_uimg, detach_all)
             detach_all()
             rows["l_new"] = arrival(cfg, {}, make_link, drop_link)
