@@ -93,6 +93,9 @@ fi
 step "module evaluation tests (checks/eval; under CI=true a missing nixpkgs lib fails)"
 run eval-tests bash checks/eval/run.sh
 
+step "the boot twin: the module's units in a real systemd under QEMU (scripts/twin.sh; checks/twin)"
+run boot-twin scripts/twin.sh
+
 echo
 if [ ${#failed[@]} -eq 0 ]; then
   echo "all steps passed"

@@ -1,0 +1,41 @@
+"""daemon-order: a client of nix-daemon's socket started as early as the boot allows gets the disk's store.
+
+Mirrors the ordering part of checks/vm/boot-present.nix. A unit with no
+default dependencies, wanted by sysinit.target and ordered only after
+nix-daemon.socket, connects as soon as systemd lets it: the store path the
+daemon answers with must be in the disk's store and never in the VHDX's.
+"""
+
+from common import STORE_DIR, check, check_storage_up, vhdx
+from harness import default_settings
+
+CLIENT = (
+    "set -e; mkdir -p /run/twin-early; echo early > /run/twin-early/probe; "
+    "findmnt -n -o SOURCE,FSROOT --mountpoint /nix > /run/twin-early/nix-at-connect || true; "
+    "nix-store --store daemon --add /run/twin-early/probe > /run/twin-early/path"
+)
+
+SETTINGS = default_settings(systemd={"services": {"twin-early-client": {
+    "description": "Boot twin: an early client of nix-daemon's socket",
+    "wantedBy": ["sysinit.target"],
+    "after": ["nix-daemon.socket"],
+    "requires": ["nix-daemon.socket"],
+    "unitConfig": {"DefaultDependencies": False},
+    "serviceConfig": {
+        "Type": "oneshot",
+        "RemainAfterExit": True,
+        "ExecStart": f"/bin/sh -c '{CLIENT}'",
+    },
+}}})
+
+
+def test(m):
+    m.wait_for_boot()
+    m.wait_for_unit("twin-early-client.service")
+    path = m.succeed("cat /run/twin-early/path").strip()
+    at_connect = m.succeed("cat /run/twin-early/nix-at-connect").strip()
+    check(at_connect.endswith("/nixos-wsl-twin"), f"/nix at the client's start: {at_connect!r}")
+    name = path.removeprefix("/nix/store/")
+    m.succeed(f"test -e {STORE_DIR}/store/{name}")
+    check(vhdx(m, f"test -e /nix/store/{name}")[0] != 0, f"{path} reached the VHDX store")
+    check_storage_up(m, "after the early client")
