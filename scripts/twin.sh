@@ -34,7 +34,8 @@ done
 
 # The nixpkgs lib and NixOS-WSL beside the checkout, as the eval tests find them.
 find_shared() {
-  local rel=$1 candidates=("$repo/../shared/$rel")
+  local rel=$1
+  local candidates=("$repo/../shared/$rel")
   if common=$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null); then
     candidates+=("$(dirname "$common")/../shared/$rel")
   fi

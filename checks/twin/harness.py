@@ -119,11 +119,10 @@ class Host:
         else on the host still uses are left (nix-store refuses them)."""
         if not self.built:
             return
-        paths = self.closure(self.built)
-        # Only what our builds made: paths named by the twin's expressions.
-        ours = [p for p in paths if "twin" in p or "wsl-storage-mount" in p]
+        # Every path of these closures was made by the twin's expressions
+        # (checks/twin/pkgs.nix builds even the stand-in packages).
         subprocess.run(
-            ["nix-store", "--delete", *ours],
+            ["nix-store", "--delete", *self.closure(self.built)],
             capture_output=True,
             timeout=120,
         )
@@ -555,6 +554,8 @@ class Machine:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(Exception):
                 parts.append("--- journal of this boot ---\n" + self.journal("-b -o short-monotonic"))
+            with contextlib.suppress(Exception):
+                parts.append("--- mountinfo ---\n" + self.execute("cat /proc/self/mountinfo")[1])
             with contextlib.suppress(Exception):
                 parts.append("--- helper log ---\n" + self.execute(
                     "cat /var/log/wsl-storage-mount.log 2>/dev/null; "
