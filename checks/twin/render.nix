@@ -54,9 +54,12 @@ let
         }
         settings
       ]
-      # NixOS-WSL's boot loader: nothing to install (wsl-distro.nix).
+      # What the NixOS-WSL modules would set: no boot loader to install
+      # (wsl-distro.nix) and no udev (systemd/default.nix, a default the
+      # module and the scenario may override).
       ++ lib.optional (wslModules == [ ]) {
         system.build.installBootLoader = lib.mkDefault "${pkgs.coreutils}/bin/true";
+        services.udev.enable = lib.mkDefault false;
       };
   };
 
