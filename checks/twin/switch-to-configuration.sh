@@ -61,6 +61,12 @@ defines() {
   [ -n "$1" ] && { [ -e "$1/$2" ] || [ -L "$1/$2" ] || [ -d "$1/$2.d" ]; }
 }
 
+# Whether unit $2 exists with system $1: its own, or the guest's (which a
+# NixOS system would have from systemd.packages, in its units).
+exists_with() {
+  defines "$1" "$2" || [ -e "$guestunits/$2" ]
+}
+
 # Whether a system masks unit $2 (a link to /dev/null).
 masks() {
   [ "$(readlink -f "$1/$2" 2>/dev/null)" = /dev/null ]
@@ -211,7 +217,7 @@ for unit in $({ unit_names "$oldunits"; unit_names "$newunits"; } | sort -u); do
   is_active "$unit" || continue
   # Only what the previous system defined can have changed or gone.
   defines "$oldunits" "$unit" || continue
-  if ! defines "$newunits" "$unit" || masks "$newunits" "$unit"; then
+  if ! exists_with "$newunits" "$unit" || masks "$newunits" "$unit"; then
     if [ "$(unit_bool "$oldunits" "$unit" Unit X-StopOnRemoval true)" = true ]; then
       add to_stop "$unit"
     fi
@@ -253,7 +259,7 @@ for unit in $({ unit_names "$oldunits"; unit_names "$newunits"; } | sort -u); do
         for socket in $sockets; do
           is_active "$socket" || continue
           add to_stop "$socket"
-          if defines "$newunits" "$socket" || [ -e "$guestunits/$socket" ]; then
+          if exists_with "$newunits" "$socket"; then
             add to_start "$socket"
             socket_activated=true
           fi
@@ -286,7 +292,6 @@ if [ -n "$to_skip" ]; then
   echo "NOT restarting the following changed units:$to_skip" >&2
 fi
 
-echo "activating the configuration..." >&2
 "$toplevel/activate" || status=2
 
 if [ -n "$to_reload" ]; then
