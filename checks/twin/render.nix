@@ -503,7 +503,8 @@ assert checked;
   installBootLoader = "${config.system.build.installBootLoader}";
   activation = lib.stringsWithDeps.textClosureMap lib.id activationEntries ownActivationNames;
   activationNames = ownActivationNames;
-  configFile = "${config.wslStorageMount.configFile}";
+  configFile =
+    if config.wslStorageMount.enable then "${config.wslStorageMount.configFile}" else null;
   etc = etcEntries;
   systemPackages = config.environment.systemPackages;
 }

@@ -145,8 +145,15 @@ let
       mount --bind /nix/store /nix/store
       mount -o remount,bind,ro /nix/store
       # The system profile's activation, its output in the kernel log; its
-      # status is ignored, as the shim ignores it.
-      LANG=C.UTF-8 /nix/var/nix/profiles/system/activate >/dev/kmsg 2>&1
+      # status is ignored, as the shim ignores it. (The shim stops when it
+      # cannot open /dev/kmsg; a twin that cannot boot says less, so the
+      # output goes to the console then.)
+      if [ -w /dev/kmsg ]; then
+        LANG=C.UTF-8 /nix/var/nix/profiles/system/activate >/dev/kmsg 2>&1
+      else
+        echo "twin shim: /dev/kmsg is not writable; activation output on the console" >&2
+        LANG=C.UTF-8 /nix/var/nix/profiles/system/activate
+      fi
       # systemd of the profile (the twin's links to the guest's). The shim
       # passes its own argv[0]; systemd only checks that it is PID 1.
       exec /nix/var/nix/profiles/system/systemd/lib/systemd/systemd --log-target=kmsg "$@"
@@ -269,27 +276,36 @@ let
     }
 
   '' + builtins.readFile ./switch-to-configuration.sh;
+  toplevel = pkgs.runCommand "twin-system-${generation}"
+    {
+      inherit activate switchToConfiguration;
+      passAsFile = [
+        "activate"
+        "switchToConfiguration"
+      ];
+    }
+    ''
+      mkdir -p $out/bin
+      ln -s ${etc}/etc $out/etc
+      ln -s ${sw} $out/sw
+      # NixOS-WSL's shim execs $profile/systemd/lib/systemd/systemd: the guest's.
+      ln -s /usr $out/systemd
+      ln -s ${shim}/bin/systemd-shim $out/init
+      sed "s|@out@|$out|g" "$activatePath" > $out/activate
+      sed "s|@out@|$out|g" "$switchToConfigurationPath" > $out/bin/switch-to-configuration
+      chmod 0555 $out/activate $out/bin/switch-to-configuration
+      /bin/sh -n $out/activate
+      /bin/sh -n $out/bin/switch-to-configuration
+      echo ${q generation} > $out/twin-generation
+      echo ${q "twin-${generation}"} > $out/nixos-version
+    '';
 in
-pkgs.runCommand "twin-system-${generation}"
-  {
-    inherit activate switchToConfiguration;
-    passAsFile = [
-      "activate"
-      "switchToConfiguration"
-    ];
-  }
-  ''
-    mkdir -p $out/bin
-    ln -s ${etc}/etc $out/etc
-    ln -s ${sw} $out/sw
-    # NixOS-WSL's shim execs $profile/systemd/lib/systemd/systemd: the guest's.
-    ln -s /usr $out/systemd
-    ln -s ${shim}/bin/systemd-shim $out/init
-    sed "s|@out@|$out|g" "$activatePath" > $out/activate
-    sed "s|@out@|$out|g" "$switchToConfigurationPath" > $out/bin/switch-to-configuration
-    chmod 0555 $out/activate $out/bin/switch-to-configuration
-    /bin/sh -n $out/activate
-    /bin/sh -n $out/bin/switch-to-configuration
-    echo ${q generation} > $out/twin-generation
-    echo ${q "twin-${generation}"} > $out/nixos-version
-  ''
+# The toplevel, and what was rendered for it, for a harness to read:
+#   nix-instantiate --eval --strict --json -A rendered checks/twin/system.nix --argstr ...
+toplevel
+// {
+  rendered = removeAttrs rendered [
+    "config"
+    "systemPackages"
+  ];
+}
