@@ -43,17 +43,42 @@ helper=$(realpath "$helper")
 scratch=$(mktemp -d)
 out=
 drv=
+# Deletes the given store paths, each once nothing else holds it: a path
+# another build (the twin harness's generations share these packages) or a
+# root still refers to stays. Passes until one deletes nothing: referrers go
+# before what they refer to.
+delete_paths() {
+  local left=("$@") kept progress p
+  [ "$#" -gt 0 ] || return 0
+  # Usually nothing else holds them: all at once.
+  nix-store --delete "$@" >/dev/null 2>&1 && return 0
+  while [ "${#left[@]}" -gt 0 ]; do
+    kept=()
+    progress=0
+    for p in "${left[@]}"; do
+      if [ ! -e "$p" ]; then
+        continue
+      elif nix-store --delete "$p" >/dev/null 2>&1; then
+        progress=1
+      else
+        kept+=("$p")
+      fi
+    done
+    left=("${kept[@]+"${kept[@]}"}")
+    [ "$progress" = 1 ] || break
+  done
+  if [ "${#left[@]}" -gt 0 ]; then
+    echo "render-check: kept ${#left[@]} store paths that other paths or roots still use" >&2
+  fi
+}
 cleanup() {
-  # The paths this check built, and the derivations and sources of them.
+  # The paths this check built, and their derivations and sources.
   if [ -n "$drv" ]; then
     mapfile -t paths < <({
       [ -n "$out" ] && nix-store -qR "$out"
       nix-store -qR "$drv"
     } 2>/dev/null | sort -u)
-    if [ "${#paths[@]}" -gt 0 ]; then
-      nix-store --delete "${paths[@]}" >/dev/null 2>&1 ||
-        echo "render-check: could not delete every path it built (alive elsewhere?)" >&2
-    fi
+    delete_paths "${paths[@]}"
   fi
   rm -rf "$scratch"
 }
@@ -121,7 +146,8 @@ echo
 
 # systemd-analyze verify (the host's systemd) on the rendered units. The
 # drop-ins need the units they amend: the guest has them from Debian's
-# nix-setup-systemd; here, minimal ones like them, for verification only.
+# nix-setup-systemd; here, ones with the same dependencies and sections, for
+# verification only.
 verify=$scratch/units
 mkdir -p "$verify"
 cp -rL "$units/." "$verify/"
@@ -135,16 +161,24 @@ done
 cat >"$verify/nix-daemon.socket" <<'EOF'
 [Unit]
 Description=Nix Daemon Socket
+Before=multi-user.target
+RequiresMountsFor=/nix/store
+ConditionPathIsReadWrite=/nix/var/nix/daemon-socket
 [Socket]
 ListenStream=/nix/var/nix/daemon-socket/socket
+[Install]
+WantedBy=sockets.target
 EOF
 cat >"$verify/nix-daemon.service" <<'EOF'
 [Unit]
 Description=Nix Daemon
-Requires=nix-daemon.socket
+RequiresMountsFor=/nix/store /nix/var /nix/var/nix/db
+ConditionPathIsReadWrite=/nix/var/nix/daemon-socket
 [Service]
-ExecStart=/usr/bin/nix-daemon
+ExecStart=@/usr/bin/nix-daemon nix-daemon --daemon
 KillMode=process
+[Install]
+WantedBy=multi-user.target
 EOF
 mapfile -t to_verify < <(cd "$verify" && find . -maxdepth 1 -type f -name '*.*' | sed "s|^\./|$verify/|" | sort)
 echo "== systemd-analyze verify ($(systemd-analyze --version | head -n 1))"

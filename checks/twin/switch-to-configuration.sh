@@ -1,3 +1,5 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # toplevel: set by the header system.nix writes
 # switch-to-configuration of a twin generation (see system.nix, which puts a
 # header before this body setting `toplevel` and `install_boot_loader`).
 #
