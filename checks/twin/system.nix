@@ -24,6 +24,10 @@ let
   rendered = import ./render.nix {
     inherit lib pkgs;
     settings = builtins.fromJSON settingsJson;
+    # NixOS's options stubbed (checks/eval); the NixOS-WSL modules' part is
+    # played by render.nix until their real modules can be evaluated here:
+    # then `wslModules = [ <nixos-wsl>/modules ];` (and the NixOS stubs
+    # they need in nixosModules).
   };
 
   q = lib.escapeShellArg;
