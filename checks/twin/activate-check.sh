@@ -177,6 +177,16 @@ check "gen2: local-fs.target started again" grep -q "^start -- .*local-fs.target
 check "gen2: udev unmasked (deviceId needs it)" [ ! -L "$units/systemd-udevd.service" ]
 check "gen2: units are gen2's" cmp -s "$units/nix.mount" "$gen2/etc/systemd/system/nix.mount"
 
+# `boot`: only the boot loader step, the module's (`true`, then the helper's
+# sync-boot, which finds /nix not bound here and does nothing); no
+# activation, no unit touched.
+: >"$scratch/systemctl.log"
+check "gen2 boot exits 0" "$gen2/bin/switch-to-configuration" boot >"$scratch/boot2.log" 2>&1
+cat "$scratch/boot2.log"
+check "gen2 boot ran the helper's sync-boot with the toplevel" grep -q "sync-boot: " "$scratch/boot2.log"
+check "gen2 boot did not activate" [ ! -s "$scratch/systemctl.log" ]
+check "switch-to-configuration refuses an unknown action" sh -c '! "$1/bin/switch-to-configuration" dry-run 2>/dev/null' _ "$gen2"
+
 # Generation 3 (module off) by `switch-to-configuration test`.
 : >"$scratch/systemctl.log"
 "$gen3/bin/switch-to-configuration" test >"$scratch/stc3.log" 2>&1 || { cat "$scratch/stc3.log"; failed=1; }
