@@ -42,6 +42,9 @@
 
 let
   moduleDir = toString ../../nixos;
+  # The name the scenario's settings go by in the module system.
+  settingsFile = "<twin scenario settings>";
+  ownFile = file: lib.hasPrefix "${moduleDir}/" (toString file) || file == settingsFile;
 
   evaluated = lib.evalModules {
     modules =
@@ -52,11 +55,14 @@ let
         {
           _module.args = { inherit pkgs utils; };
         }
-        settings
+        (lib.setDefaultModuleLocation settingsFile settings)
       ]
-      # NixOS-WSL's boot loader: nothing to install (wsl-distro.nix).
+      # What the NixOS-WSL modules would set: no boot loader to install
+      # (wsl-distro.nix) and no udev (systemd/default.nix, a default the
+      # module and the scenario may override).
       ++ lib.optional (wslModules == [ ]) {
         system.build.installBootLoader = lib.mkDefault "${pkgs.coreutils}/bin/true";
+        services.udev.enable = lib.mkDefault false;
       };
   };
 
@@ -298,7 +304,8 @@ let
         if def.environment ? PATH then
           throw "${name}: environment.PATH is set; NixOS sets it from `path`"
         else
-          def.environment
+          (systemdCfg.globalEnvironment or { })
+          // def.environment
           // {
             PATH = "${lib.makeBinPath path}:${lib.makeSearchPathOutput "bin" "sbin" path}";
           };
@@ -396,13 +403,37 @@ let
     '';
   };
 
+  # Only what the module's own files or the scenario's settings define
+  # (with every definition of it merged): with the real NixOS-WSL modules
+  # imported, their units and /etc entries need packages the stand-in pkgs
+  # do not have, and are not what the twin checks.
+  ownDefinitions =
+    option:
+    lib.concatMap (def: lib.optional (ownFile def.file) def.value) option.definitionsWithLocations;
+  ownNames = option: lib.unique (lib.concatMap lib.attrNames (ownDefinitions option));
+  ownOf =
+    option: attrs:
+    let
+      names = ownNames option;
+    in
+    lib.filterAttrs (name: _: lib.elem name names) attrs;
+  ownListOf =
+    option: list:
+    let
+      wheres = map (def: def.where) (lib.concatLists (ownDefinitions option));
+    in
+    lib.filter (def: lib.elem def.where wheres) list;
+
   systemdCfg = config.systemd;
+  systemdOptions = options.systemd;
   allUnits =
-    lib.mapAttrsToList serviceToUnit systemdCfg.services
-    ++ lib.mapAttrsToList socketToUnit systemdCfg.sockets
-    ++ lib.mapAttrsToList targetToUnit (systemdCfg.targets or { })
-    ++ map mountToUnit systemdCfg.mounts
-    ++ map automountToUnit systemdCfg.automounts;
+    lib.mapAttrsToList serviceToUnit (ownOf systemdOptions.services systemdCfg.services)
+    ++ lib.mapAttrsToList socketToUnit (ownOf systemdOptions.sockets systemdCfg.sockets)
+    ++ lib.optionals (systemdOptions ? targets) (
+      lib.mapAttrsToList targetToUnit (ownOf systemdOptions.targets systemdCfg.targets)
+    )
+    ++ map mountToUnit (ownListOf systemdOptions.mounts systemdCfg.mounts)
+    ++ map automountToUnit (ownListOf systemdOptions.automounts systemdCfg.automounts);
 
   # One definition per unit name (NixOS's systemd.units is keyed by name).
   byName = lib.foldl' (
@@ -467,7 +498,8 @@ let
     }
   );
 
-  # environment.etc entries: a store path (source) or text made one.
+  # environment.etc entries of the module: a store path (source) or text
+  # made one.
   etcEntries = lib.mapAttrs (
     path: entry:
     if entry ? source then
@@ -476,7 +508,7 @@ let
       "${pkgs.writeText "etc-${baseNameOf path}" entry.text}"
     else
       throw "environment.etc.\"${path}\": neither source nor text"
-  ) (lib.filterAttrs (_: entry: entry.enable or true) config.environment.etc);
+  ) (lib.filterAttrs (_: entry: entry.enable or true) (ownOf options.environment.etc config.environment.etc));
 in
 assert checked;
 {
@@ -500,7 +532,8 @@ assert checked;
   installBootLoader = "${config.system.build.installBootLoader}";
   activation = lib.stringsWithDeps.textClosureMap lib.id activationEntries ownActivationNames;
   activationNames = ownActivationNames;
-  configFile = "${config.wslStorageMount.configFile}";
+  configFile =
+    if config.wslStorageMount.enable then "${config.wslStorageMount.configFile}" else null;
   etc = etcEntries;
   systemPackages = config.environment.systemPackages;
 }

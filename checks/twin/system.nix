@@ -24,6 +24,10 @@ let
   rendered = import ./render.nix {
     inherit lib pkgs;
     settings = builtins.fromJSON settingsJson;
+    # NixOS's options stubbed (checks/eval); the NixOS-WSL modules' part is
+    # played by render.nix until their real modules can be evaluated here:
+    # then `wslModules = [ <nixos-wsl>/modules ];` (and the NixOS stubs
+    # they need in nixosModules).
   };
 
   q = lib.escapeShellArg;
@@ -145,8 +149,15 @@ let
       mount --bind /nix/store /nix/store
       mount -o remount,bind,ro /nix/store
       # The system profile's activation, its output in the kernel log; its
-      # status is ignored, as the shim ignores it.
-      LANG=C.UTF-8 /nix/var/nix/profiles/system/activate >/dev/kmsg 2>&1
+      # status is ignored, as the shim ignores it. (The shim stops when it
+      # cannot open /dev/kmsg; a twin that cannot boot says less, so the
+      # output goes to the console then.)
+      if [ -w /dev/kmsg ]; then
+        LANG=C.UTF-8 /nix/var/nix/profiles/system/activate >/dev/kmsg 2>&1
+      else
+        echo "twin shim: /dev/kmsg is not writable; activation output on the console" >&2
+        LANG=C.UTF-8 /nix/var/nix/profiles/system/activate
+      fi
       # systemd of the profile (the twin's links to the guest's). The shim
       # passes its own argv[0]; systemd only checks that it is PID 1.
       exec /nix/var/nix/profiles/system/systemd/lib/systemd/systemd --log-target=kmsg "$@"
@@ -256,155 +267,49 @@ let
     builtins.split "[[:space:]]+" rendered.installBootLoader
   );
 
+  # The body is ./switch-to-configuration.sh; the header gives it the
+  # toplevel and the boot loader command.
   switchToConfiguration = ''
     #!/bin/sh
-    # switch-to-configuration of twin generation ${generation}: the part of
-    # nixpkgs' switch-to-configuration-ng that concerns this system's units.
-    export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+    # switch-to-configuration of twin generation ${generation}.
     toplevel=@out@
-    action=''${1-}
-    case "$action" in
-      switch | boot | test) ;;
-      *)
-        echo "Usage: $0 switch|boot|test" >&2
-        exit 1
-        ;;
-    esac
-
-    status=0
-
-    if [ "$action" = switch ] || [ "$action" = boot ]; then
-      # The boot loader: the evaluated installBootLoader, its words run
-      # without a shell, the toplevel appended.
-      if ! ${lib.escapeShellArgs installBootLoaderWords} "$toplevel"; then
-        echo "Failed to install bootloader" >&2
-        exit 1
-      fi
-    fi
-
-    [ "$action" = boot ] && exit 0
-
-    old=$(readlink -f /run/current-system 2>/dev/null || true)
-    oldunits=$old/etc/systemd/system
-    newunits=$toplevel/etc/systemd/system
-
-    # The text of a unit as systemd would read it: the file and its drop-ins.
-    unit_text() {
-      [ -e "$1/$2" ] && cat "$1/$2"
-      [ -e "$1/$2.d/overrides.conf" ] && cat "$1/$2.d/overrides.conf"
-      true
-    }
-    # The value of a key of a unit (the last one wins), or "".
-    unit_key() {
-      unit_text "$1" "$2" | sed -n "s/^$3=//p" | tail -n 1
-    }
-    is_active() {
-      systemctl is-active --quiet "$1"
+    # The evaluated system.build.installBootLoader, split on whitespace and
+    # run without a shell, the toplevel appended (switch-to-configuration-ng).
+    install_boot_loader() {
+      ${lib.escapeShellArgs installBootLoaderWords} "$@"
     }
 
-    to_stop=
-    to_start=
-    to_restart=
-    to_reload=
-
-    # Units of the old system: removed or changed.
-    if [ -d "$oldunits" ]; then
-      for path in "$oldunits"/*; do
-        unit=$(basename "$path")
-        case "$unit" in
-          *.wants | *.requires | *.upholds) continue ;;
-          *.d) unit=''${unit%.d} ;;
-        esac
-        is_active "$unit" || continue
-        if [ ! -e "$newunits/$unit" ] && [ ! -e "$newunits/$unit.d" ]; then
-          # Gone: stopped, unless X-StopOnRemoval=false.
-          if [ "$(unit_key "$oldunits" "$unit" X-StopOnRemoval)" != false ]; then
-            to_stop="$to_stop $unit"
-          fi
-          continue
-        fi
-        if [ "$(unit_text "$oldunits" "$unit")" = "$(unit_text "$newunits" "$unit")" ]; then
-          continue
-        fi
-        case "$unit" in
-          *.target) ;;
-          *.mount)
-            # A changed mount unit is reloaded (remounted), never restarted.
-            to_reload="$to_reload $unit"
-            ;;
-          *)
-            if [ "$(unit_key "$newunits" "$unit" X-ReloadIfChanged)" = true ]; then
-              to_reload="$to_reload $unit"
-            elif [ "$(unit_key "$newunits" "$unit" X-RestartIfChanged)" = false ]; then
-              echo "NOT restarting the following changed unit: $unit" >&2
-            elif [ "$(unit_key "$newunits" "$unit" X-StopIfChanged)" = false ]; then
-              to_restart="$to_restart $unit"
-            else
-              to_stop="$to_stop $unit"
-              to_start="$to_start $unit"
-            fi
-            ;;
-        esac
-      done
-    fi
-
-    if [ -n "$to_stop" ]; then
-      echo "stopping the following units:$to_stop" >&2
-      systemctl stop -- $to_stop || status=4
-    fi
-
-    "$toplevel/activate" || status=2
-
-    # New units wanted by active targets.
-    for dir in "$newunits"/*.wants "$newunits"/*.requires "$newunits"/*.upholds; do
-      [ -d "$dir" ] || continue
-      target=$(basename "$dir")
-      target=''${target%.*}
-      is_active "$target" || continue
-      for path in "$dir"/*; do
-        unit=$(basename "$path")
-        if [ ! -e "$oldunits/$unit" ] && [ ! -e "$oldunits/$unit.d" ] && ! is_active "$unit"; then
-          to_start="$to_start $unit"
-        fi
-      done
-    done
-
-    if [ -n "$to_reload" ]; then
-      echo "reloading the following units:$to_reload" >&2
-      systemctl reload -- $to_reload || status=4
-    fi
-    if [ -n "$to_restart" ]; then
-      echo "restarting the following units:$to_restart" >&2
-      systemctl restart -- $to_restart || status=4
-    fi
-    if [ -n "$to_start" ]; then
-      echo "starting the following units:$to_start" >&2
-      systemctl start -- $to_start || status=4
-    fi
-
-    exit $status
-  '';
+  '' + builtins.readFile ./switch-to-configuration.sh;
+  toplevel = pkgs.runCommand "twin-system-${generation}"
+    {
+      inherit activate switchToConfiguration;
+      passAsFile = [
+        "activate"
+        "switchToConfiguration"
+      ];
+    }
+    ''
+      mkdir -p $out/bin
+      ln -s ${etc}/etc $out/etc
+      ln -s ${sw} $out/sw
+      # NixOS-WSL's shim execs $profile/systemd/lib/systemd/systemd: the guest's.
+      ln -s /usr $out/systemd
+      ln -s ${shim}/bin/systemd-shim $out/init
+      sed "s|@out@|$out|g" "$activatePath" > $out/activate
+      sed "s|@out@|$out|g" "$switchToConfigurationPath" > $out/bin/switch-to-configuration
+      chmod 0555 $out/activate $out/bin/switch-to-configuration
+      /bin/sh -n $out/activate
+      /bin/sh -n $out/bin/switch-to-configuration
+      echo ${q generation} > $out/twin-generation
+      echo ${q "twin-${generation}"} > $out/nixos-version
+    '';
 in
-pkgs.runCommand "twin-system-${generation}"
-  {
-    inherit activate switchToConfiguration;
-    passAsFile = [
-      "activate"
-      "switchToConfiguration"
-    ];
-  }
-  ''
-    mkdir -p $out/bin
-    ln -s ${etc}/etc $out/etc
-    ln -s ${sw} $out/sw
-    # NixOS-WSL's shim execs $profile/systemd/lib/systemd/systemd: the guest's.
-    ln -s /usr $out/systemd
-    ln -s ${shim}/bin/systemd-shim $out/init
-    sed "s|@out@|$out|g" "$activatePath" > $out/activate
-    sed "s|@out@|$out|g" "$switchToConfigurationPath" > $out/bin/switch-to-configuration
-    chmod 0555 $out/activate $out/bin/switch-to-configuration
-    /bin/sh -n $out/activate
-    /bin/sh -n $out/bin/switch-to-configuration
-    echo ${q generation} > $out/twin-generation
-    echo ${q "twin-${generation}"} > $out/nixos-version
-  ''
+# The toplevel, and what was rendered for it, for a harness to read:
+#   nix-instantiate --eval --strict --json -A rendered checks/twin/system.nix --argstr ...
+toplevel
+// {
+  rendered = removeAttrs rendered [
+    "config"
+    "systemPackages"
+  ];
+}
