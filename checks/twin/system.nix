@@ -195,6 +195,12 @@ let
     ln -sfn "$systemConfig/etc" /etc/static.tmp
     mv -Tf /etc/static.tmp /etc/static
 
+    # NixOS (setup-etc): every environment.etc entry a link through
+    # /etc/static, so it follows the active generation.
+    ${lib.concatMapStrings (path: ''
+      mkdir -p "$(dirname /etc/${q path})"
+      ln -sfn /etc/static/${q path} /etc/${q path}
+    '') (lib.attrNames rendered.etc)}
     # NixOS-WSL (shimSystemd): /sbin/init -> the shim. /sbin is /usr/sbin
     # on trixie (merged /usr), where /usr/sbin/init is Debian's systemd link.
     ln -sfn ${shim}/bin/systemd-shim /usr/sbin/init.tmp
