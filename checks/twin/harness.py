@@ -260,7 +260,7 @@ class Qmp:
 
 
 class Machine:
-    """One guest: its VHDX (a qcow2 overlay over the cached root image),
+    """One guest: its VHDX (a sparse copy of the cached root image),
     its storage disk image, QEMU, QMP, the agent and the Windows port."""
 
     def __init__(self, host, name, settings, disk=True, disk_store=True, generations=1):
@@ -285,16 +285,16 @@ class Machine:
     # --- disks -------------------------------------------------------------
 
     def _make_disks(self, disk_store):
-        img = self.host.image
-        self.root = self.dir / "root.qcow2"
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
-             "-b", str(img / "root.img"), str(self.root)])
+        """The VHDX (a sparse copy of the cached root image) and the storage
+        disk (a fresh ext4 with the configured UUID), then the install step
+        (install.sh) with the generations' exported closures."""
+        self.root = self.dir / "root.img"
+        run(["cp", "--sparse=always", str(self.host.image / "root.img"), str(self.root)])
         if self.disk_img:
             with open(self.disk_img, "wb") as f:
                 f.truncate(1 << 30)
             run(["mkfs.ext4", "-q", "-F", "-U", FS_UUID, "-L", "wsl-storage",
                  str(self.disk_img)])
-        # The payload: the exported closure and what goes where.
         payload = self.dir / "payload"
         payload.mkdir()
         # Generation 1 is installed; later ones are only carried along
@@ -306,21 +306,15 @@ class Machine:
                 subprocess.run(["nix-store", "--export", *self.host.closure([gen])],
                                stdout=f, check=True, timeout=300)
             (payload / f"{name}.toplevel").write_text(gen + "\n")
-        vhdx_gens = self.generations[:1]
-        (payload / "vhdx-generations").write_text("\n".join(vhdx_gens) + "\n")
+        shutil.copy(HERE / "guest-schtasks", payload / "schtasks")
+        self.install_args = [str(self.root), str(payload)]
         if self.disk_img and disk_store:
             sub = self.settings["wslStorageMount"].get("nixStoreSubdir", SUBDIR)
-            (payload / "disk-subdir").write_text(sub + "\n")
-            (payload / "disk-generations").write_text("\n".join(vhdx_gens) + "\n")
-        for script in ("provision", "schtasks"):
-            shutil.copy(HERE / "payload" / script, payload / script)
-        self.payload_img = self.dir / "payload.img"
-        run(["mkfs.ext4", "-q", "-F", "-L", "twin-payload", "-d", str(payload),
-             str(self.payload_img), "512M"])
+            self.install_args += [str(self.disk_img), sub]
 
     # --- QEMU --------------------------------------------------------------
 
-    def _qemu(self, init, extra_drives, reboot_ok=True):
+    def _qemu(self, init):
         img = self.host.image
         cmd = [
             "qemu-system-x86_64",
@@ -335,42 +329,24 @@ class Machine:
             "-append",
             f"root=/dev/vda rw console=ttyS0 init={init} panic=-1 "
             "loglevel=4 systemd.show_status=false",
-            "-drive", f"file={self.root},if=virtio,format=qcow2,cache=unsafe",
-            *extra_drives,
+            "-drive", f"file={self.root},if=virtio,format=raw,cache=unsafe",
             "-chardev", f"file,id=con,path={self.console},append=on",
             "-serial", "chardev:con",
             "-qmp", f"unix:{self.dir / 'qmp.sock'},server=on,wait=off",
             "-nic", "none",
         ]
-        if not reboot_ok:
-            cmd.append("-no-reboot")
         return cmd
 
     def provision(self):
-        """The install step (payload/provision): imports the
-        generations into the VHDX and, when asked, the disk's store."""
-        drives = ["-drive", f"file={self.payload_img},if=virtio,format=raw,readonly=on"]
-        if self.disk_img:
-            drives += ["-drive", f"file={self.disk_img},if=virtio,format=raw,cache=unsafe"]
-        cmd = self._qemu("/usr/local/lib/twin/payload-init", drives, reboot_ok=False)
-        log(f"{self.name}: provisioning the VHDX and the disk")
-        with open(self.dir / "qemu-provision.log", "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                    preexec_fn=_die_with_parent)
-            try:
-                proc.wait(timeout=600)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise TwinError("provisioning did not end in 600 s")
-        text = self.console.read_text(errors="replace")
-        if "TWIN-PROVISION-OK" not in text:
-            raise TwinError("provisioning failed:\n" + text[-4000:])
+        """The install step: install.sh, on the host, in a mount namespace
+        of its own."""
+        log(f"{self.name}: installing the generation into the VHDX and the disk")
+        run([str(HERE / "install.sh"), *self.install_args], timeout=300)
 
     def start(self, disk_at_boot=True):
         """Boots the VHDX through the shim; the disk attached before the
         guest's CPU runs (as a disk WSL attached before the distro started)."""
-        cmd = self._qemu("/sbin/init", [], reboot_ok=True)
+        cmd = self._qemu("/sbin/init")
         cmd += [
             "-S",
             "-device", "virtio-scsi-pci,id=scsi0",
