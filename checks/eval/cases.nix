@@ -1400,6 +1400,42 @@ in
       ];
   };
 
+  # Imported and off next to the real NixOS-WSL and a module with its own
+  # `apply` on the boot loader: the same system as without the module, in
+  # everything the stubs can show.
+  disabled-equals-not-imported = withNixosWsl [ otherApply ] // {
+    stubOnly = true;
+    checks =
+      config:
+      let
+        without = import ./stub.nix {
+          inherit lib nixosWsl;
+          withModule = false;
+        } [ otherApply ];
+        units =
+          c:
+          lib.mapAttrs (_: u: {
+            inherit (u) unitConfig serviceConfig wantedBy;
+          }) c.systemd.services;
+        mounts = c: map (m: m.mountConfig // m.unitConfig) c.systemd.mounts;
+        same = what: read: expect "${what} is the same as without the module" (read config == read without);
+      in
+      [
+        (same "systemd.services" units)
+        (same "systemd.sockets" (c: lib.attrNames c.systemd.sockets))
+        (same "systemd.mounts" mounts)
+        (same "installBootLoader" (c: "${c.system.build.installBootLoader}"))
+        (same "the activation script" (c: c.system.activationScripts.script))
+        (same "wsl.conf" (c: c.environment.etc."wsl.conf".text))
+        (same "/etc" (c: lib.attrNames c.environment.etc))
+        (same "systemPackages" (c: map toString c.environment.systemPackages))
+        (same "services.udev.enable" (c: c.services.udev.enable))
+        (same "services.logrotate.settings" (c: c.services.logrotate.settings))
+        (same "the assertions" (c: map (a: a.message) (lib.filter (a: !a.assertion) c.assertions)))
+        (same "the warnings" (c: c.warnings))
+      ];
+  };
+
   disabled-generates-nothing = {
     stubOnly = true;
     modules = [

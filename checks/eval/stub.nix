@@ -6,16 +6,17 @@
 #
 # returns the config. With `nixosWsl` (a NixOS-WSL checkout, e.g.
 # ../shared/nixos-wsl) its real modules are imported and `wsl.enable = true`.
+# `withModule = false` leaves this module out (to compare with it off).
 {
   lib,
   nixosWsl ? null,
+  withModule ? true,
 }:
 
 modules:
 (lib.evalModules {
   modules = [
     ./stub-nixos.nix
-    ../../nixos
     {
       _module.args = {
         pkgs = import ./stub-pkgs.nix // {
@@ -27,6 +28,7 @@ modules:
       };
     }
   ]
+  ++ lib.optional withModule ../../nixos
   ++ lib.optionals (nixosWsl != null) [
     "${nixosWsl}/modules"
     { wsl.enable = true; }
