@@ -35,7 +35,6 @@
 # Declared loosely (said at each): options that only NixOS-WSL sets and neither
 # this module nor the tests read, where the value does not matter here.
 {
-  config,
   lib,
   pkgs,
   ...
