@@ -1342,6 +1342,12 @@ in
           why = "Type = oneshoot";
           systemd.services.x.serviceConfig.Type = "oneshoot";
         })
+        (pair "unit value" service { systemd.services.x.serviceConfig.ExecStart = "/bin/true"; } {
+          why = "a value no unit file can hold (an attribute set)";
+          systemd.services.x.serviceConfig.ExecStart = {
+            command = "/bin/true";
+          };
+        })
         (pair "service path" service { systemd.services.x.path = [ "/run/wrappers" ]; } {
           why = "a number in path";
           systemd.services.x.path = [ 1 ];

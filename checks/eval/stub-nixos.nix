@@ -89,8 +89,23 @@ let
     ])
   ];
 
+  # One tightening over NixOS, whose unitOption checks nothing: a value must
+  # be one that NixOS's attrsToSection can write into the unit file (toString
+  # of a bool, number, string, path or package, or a list of them); anything
+  # else fails there, when the unit is built, which the stubs never do.
+  renderable =
+    v:
+    lib.isBool v
+    || lib.isInt v
+    || lib.isFloat v
+    || lib.isString v
+    || lib.isPath v
+    || v == null
+    || lib.isAttrs v && v ? outPath;
+
   unitOption = lib.mkOptionType {
     name = "systemd option";
+    check = v: renderable v || lib.isList v && lib.all renderable v;
     merge =
       loc: defs:
       let
