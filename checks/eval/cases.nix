@@ -116,7 +116,7 @@ let
   withNixosWsl = modules: {
     needsNixosWsl = true;
     modules = [
-      "${nixosWsl}/modules"
+      (nixosWsl + "/modules")
       { wsl.enable = true; }
     ]
     ++ modules;

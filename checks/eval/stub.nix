@@ -24,13 +24,14 @@ modules:
         };
         utils = import ./stub-utils.nix { inherit lib; };
         # NixOS-WSL's wrap-shell.nix imports config/users-groups.nix from it.
-        modulesPath = ./stub-modules;
+        # A string, not a path: "${modulesPath}/..." then copies nothing into the store.
+        modulesPath = toString ./stub-modules;
       };
     }
   ]
   ++ lib.optional withModule ../../nixos
   ++ lib.optionals (nixosWsl != null) [
-    "${nixosWsl}/modules"
+    (nixosWsl + "/modules")
     { wsl.enable = true; }
   ]
   ++ modules;
