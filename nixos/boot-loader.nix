@@ -77,6 +77,7 @@ let
     "setupLogin"
     "update-entrypoint"
   ];
+
   # The boot loader this system would have without this module: the value
   # the other definitions of system.build.installBootLoader merge to, with
   # NixOS's own declaration (type, default), but without any `apply` another
@@ -92,6 +93,7 @@ let
   payload = buildOption.type.functor.payload;
   withoutThisModule = lib.evalModules (
     {
+      # As the submodule type's own merge does (lib/types.nix submoduleWith).
       modules =
         payload.modules
         ++ [ { _module.args.name = lib.last loc; } ]
