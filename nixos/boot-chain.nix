@@ -43,33 +43,59 @@ let
     "X-StopOnRemoval" = false;
   };
 
+  # switch-to-configuration-ng restarts a changed mount unit (unmount, then
+  # mount) unless it is -.mount or nix.mount, which it reloads (a remount with
+  # the new Options; What= and Where= stay as mounted until the next boot);
+  # it reads X-RestartIfChanged and the like only for other unit types. So
+  # the bind refuses manual stops: systemd refuses a stop or restart job for
+  # it over D-Bus (the switch says so and exits 4, the bind stays), while
+  # stops pulled in by dependencies, as at shutdown, still happen. For the
+  # bind at /nix this changes nothing a switch does; for a bind elsewhere
+  # (the VM tests bind /nix-storage) it keeps the store in place too.
+  bindBootOnly = bootOnly // {
+    RefuseManualStop = true;
+  };
+
   # udev's /dev/disk links are needed only to find the disk by a by-id name
   # (or a `device` under /dev/disk); fsUuid/fsLabel are found by probing the
   # block devices the kernel announces, with or without udev.
   needsUdev = cfg.deviceId != null || (cfg.device != null && lib.hasPrefix "/dev/disk/" cfg.device);
   udev = config.services.udev.enable;
+  udevOption =
+    if cfg.deviceId != null then "wslStorageMount.deviceId" else "wslStorageMount.device = \"${cfg.device}\"";
 
   # The longest the boot step may hold local-fs.target: the wait for the
   # disk, every Windows trigger attempt run to its timeout, and the allowance
   # for fsck of a large disk, the mount, the store check and a heal.
-  startTimeout =
-    cfg.waitTimeout + cfg.windows.triggerAttempts * cfg.windows.triggerTimeout + cfg.fsckAllowance;
+  arrivalTimeout = cfg.waitTimeout + cfg.windows.triggerAttempts * cfg.windows.triggerTimeout;
+  startTimeout = arrivalTimeout + cfg.fsckAllowance;
+
+  # How long WSL holds the first shell back (ms); see below.
+  shellWait = lib.min (arrivalTimeout + 30) 180 * 1000;
 in
 {
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
       {
         # NixOS-WSL turns udev off with mkDefault; without it there are no
-        # /dev/disk/by-* links. A plain value wins over that mkDefault. Only
-        # when a by-id name needs the links: udev pulls in ~300 MB.
-        services.udev.enable = lib.mkIf needsUdev true;
+        # /dev/disk/by-* links. Only when a by-id name needs the links: udev
+        # pulls in ~300 MB. Between mkDefault (1000) and a plain value (100):
+        # it beats NixOS-WSL's default, and a user's own `false` beats it, so
+        # the two never clash; the assertion below then says what to do.
+        services.udev.enable = lib.mkIf needsUdev (lib.mkOverride 900 true);
 
-        warnings = lib.optional (needsUdev && !udev) ''
-          wslStorageMount.deviceId (or a wslStorageMount.device under /dev/disk) names a
-          udev link, but services.udev.enable is forced off, so the link never appears
-          and the helper waits for the whole waitTimeout. Set wslStorageMount.fsUuid (or
-          fsLabel) instead: they are found without udev.
-        '';
+        assertions = [
+          {
+            assertion = needsUdev -> udev;
+            message = ''
+              ${udevOption} names a udev link under /dev/disk, but
+              services.udev.enable = false, so the link never appears and the disk is never
+              found. Set wslStorageMount.fsUuid (or wslStorageMount.fsLabel) instead and drop
+              ${lib.head (lib.splitString " " udevOption)}: they are found without udev
+              (`lsblk -f` prints them). Or remove services.udev.enable = false.
+            '';
+          }
+        ];
 
         environment.systemPackages = [ cfg.package ];
 
@@ -127,7 +153,7 @@ in
             wants = [ "wsl-storage-mount.service" ];
             after = [ "wsl-storage-mount.service" ];
             before = [ "local-fs.target" ];
-            unitConfig = bootOnly // {
+            unitConfig = bindBootOnly // {
               ConditionPathExists = stamp;
             };
           }
@@ -157,14 +183,17 @@ in
 
       # WSL starts the first shell once `systemctl is-system-running` says
       # running or degraded, or after wsl.conf's boot.initTimeout (ms, WSL's
-      # default 10 s), whichever comes first. Our step may hold local-fs.target
-      # for up to startTimeout; a shell started before it ends would run on the
-      # VHDX's /nix and keep it open under the bind. So wait as long as the
-      # step may take, plus a minute for the rest of the boot. Only where
-      # NixOS-WSL's wslConf takes free-form keys (a submodule with an ini
-      # freeformType, NixOS-WSL 2023 and later); `wsl.conf` is read at start.
+      # default 10 s), whichever comes first. A shell started before our step
+      # ends runs on the VHDX's /nix and keeps it open under the bind. But WSL
+      # also waits that long for `systemctl poweroff` at terminate and for
+      # user@<uid>.service at login, so the value is bounded: the wait for the
+      # disk and the Windows trigger plus 30 s, at most 3 minutes, and not the
+      # fsck allowance (a long fsck is rare; the shell then starts on the
+      # VHDX store, which holds the booted system too). Only where NixOS-WSL's
+      # wslConf takes the key (declared, or free-form ini keys: NixOS-WSL 2023
+      # and later); `wsl.conf` is read at start.
       (lib.optionalAttrs (options ? wsl.wslConf && lib.isOption options.wsl.wslConf) {
-        wsl.wslConf.boot.initTimeout = lib.mkDefault ((startTimeout + 60) * 1000);
+        wsl.wslConf.boot.initTimeout = lib.mkDefault shellWait;
       })
 
       # nix-daemon's own RequiresMountsFor=/nix/store stays as nixpkgs sets it.

@@ -23,6 +23,7 @@
 {
   config,
   lib,
+  options,
   pkgs,
   ...
 }:
@@ -76,16 +77,49 @@ let
     "setupLogin"
     "update-entrypoint"
   ];
+
+  # The boot loader this system would have without this module: the value
+  # the other definitions of system.build.installBootLoader merge to, with
+  # NixOS's own declaration (type, default), but without any `apply` another
+  # module declared on it (that one wraps our value in turn). system.build is
+  # a submodule: its definitions are evaluated again, ours left out.
+  loc = [
+    "system"
+    "build"
+  ];
+  buildOption = options.system.build;
+  ownFile = toString ./boot-loader.nix;
+  otherDefinitions = lib.filter (def: def.file != ownFile) buildOption.definitionsWithLocations;
+  payload = buildOption.type.functor.payload;
+  withoutThisModule = lib.evalModules (
+    {
+      # As the submodule type's own merge does (lib/types.nix submoduleWith).
+      modules =
+        payload.modules
+        ++ [ { _module.args.name = lib.last loc; } ]
+        ++ map (def: {
+          _file = def.file;
+          imports = [ def.value ];
+        }) otherDefinitions;
+      specialArgs = payload.specialArgs or { };
+      prefix = loc;
+    }
+    // lib.optionalAttrs (payload ? class) { inherit (payload) class; }
+  );
+  previousOption = withoutThisModule.options.installBootLoader;
+  previous =
+    (lib.modules.mergeDefinitions (
+      loc ++ [ "installBootLoader" ]
+    ) previousOption.type previousOption.definitionsWithLocations).mergedValue;
 in
 {
-  # An `apply` on NixOS's declaration wraps whatever value the option ends up
-  # with (NixOS-WSL sets it, and its type allows only one definition, so a
-  # second definition here would conflict).
-  options.system.build.installBootLoader = lib.mkOption {
-    apply = previous: if enabled then installBootLoader previous else previous;
-  };
-
+  # A definition of higher priority than any other (mkForce is 50,
+  # mkVMOverride 10) that chains the one it replaces. No second declaration
+  # (an `apply` here would clash with any other module's `apply`), and
+  # nothing at all while the module is off.
   config = lib.mkIf enabled {
+    system.build.installBootLoader = lib.mkOverride 5 (installBootLoader previous);
+
     system.activationScripts.wslStorageMountSyncClosure = {
       deps = activationDeps;
       # Never in dry-activate: it writes to the VHDX store.

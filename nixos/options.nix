@@ -131,8 +131,9 @@ in
         most likely not exist. Prefer {option}`wslStorageMount.fsUuid`.
 
         The by-id links come from udev, so setting this turns
-        `services.udev.enable` on (NixOS-WSL turns it off); forcing udev off
-        anyway draws a warning.
+        `services.udev.enable` on (NixOS-WSL turns it off with `mkDefault`);
+        `services.udev.enable = false` set anywhere else wins and fails an
+        assertion that says to use {option}`wslStorageMount.fsUuid` instead.
       '';
     };
 
@@ -211,6 +212,20 @@ in
         {option}`wslStorageMount.windows.triggerAttempts` ×
         {option}`wslStorageMount.windows.triggerTimeout`, plus
         {option}`wslStorageMount.fsckAllowance`.
+
+        With NixOS-WSL the module also sets wsl.conf's
+        `wsl.wslConf.boot.initTimeout` (`mkDefault`, milliseconds): this, plus
+        the trigger attempts × their timeout, plus 30 s, at most 180 s
+        (150 s with the defaults). WSL holds the first shell back that long
+        at most while the boot runs, so the shell starts on the disk's
+        /nix, not the VHDX's. WSL waits as long for `systemctl poweroff`
+        when the instance is terminated and for `user@<uid>.service` at
+        login, hence the bound: a hung shutdown waits 3 minutes at most,
+        never the fsck allowance. The trade-off: a boot step that takes
+        longer (a long fsck) lets the shell start on the VHDX store, which
+        holds the booted system as well; it keeps running from there
+        (its open files stay on the VHDX) while new programs run from the
+        disk once the bind is in place.
       '';
     };
 

@@ -1,10 +1,16 @@
 # The evaluation tests. Each case: the modules to add to the module under
 # test, and `checks = config: [ (expect "what must hold" bool) ... ]`.
 # `stubOnly` cases look at what only the stubs record (builder arguments, an
-# otherwise empty system); `fullOnly` cases need real NixOS (systemd.units).
+# otherwise empty system); `fullOnly` cases need real NixOS (systemd.units);
+# `needsNixosWsl` cases import the real NixOS-WSL modules from `nixosWsl` (a
+# checkout; run.sh finds ../shared/nixos-wsl) with wsl.enable = true, and
+# are left out without it.
 # Each case runs against the stubs (run.sh) and, unless stubOnly, against
 # real NixOS in `nix flake check` (checks/default.nix).
-{ lib }:
+{
+  lib,
+  nixosWsl ? null,
+}:
 
 let
   inherit (lib)
@@ -106,33 +112,44 @@ let
     ];
   };
 
-  # What NixOS-WSL declares: wsl.conf as a submodule with free-form ini keys,
-  # automount.root among the declared ones, and what it sets.
-  nixosWsl =
-    { automountRoot }:
-    { lib, ... }:
+  # The real NixOS-WSL, enabled, in front of a case's modules.
+  withNixosWsl = modules: {
+    needsNixosWsl = true;
+    modules = [
+      (nixosWsl + "/modules")
+      { wsl.enable = true; }
+    ]
+    ++ modules;
+  };
+
+  stubPkgs = import ./stub-pkgs.nix;
+  bootLoaderScript = config: config.system.build.installBootLoader;
+
+  # Another module's boot loader, and another module that wraps whatever the
+  # boot loader ends up being with an `apply` (a timestamping wrapper).
+  otherLoader = "/run/current-system/sw/bin/other-boot-loader --install";
+  # Under real NixOS (checks/default.nix) grub would define one as well.
+  plainBootLoader = {
+    boot.loader.grub.enable = false;
+    system.build.installBootLoader = otherLoader;
+  };
+  otherApply =
+    { lib, pkgs, ... }:
     {
-      options.wsl.wslConf = lib.mkOption {
-        type = lib.types.submodule {
-          freeformType = lib.types.attrsOf (lib.types.attrsOf lib.types.anything);
-          options.automount.root = lib.mkOption {
-            type = lib.types.str;
-            default = "/mnt";
+      options.system.build.installBootLoader = lib.mkOption {
+        apply =
+          loader:
+          pkgs.writeShellScript "timestamped-boot-loader" ''
+            date >> /var/log/boot-loader-installs
+            exec ${loader} "$@"
+          ''
+          // {
+            wraps = [ loader ];
           };
-        };
-        default = { };
-      };
-      config = {
-        wsl.wslConf.automount.root = automountRoot;
-        services.udev.enable = lib.mkDefault false;
-        # mkForce: under real NixOS (checks/default.nix) grub defines it too,
-        # and its type takes one definition; NixOS-WSL turns grub off instead.
-        system.build.installBootLoader = lib.mkForce wslTrue;
       };
     };
-
-  bootLoaderScript = config: config.system.build.installBootLoader;
-  wslTrue = "/nix/store/00000000000000000000000000000000-coreutils-9.5/bin/true";
+  # NixOS-WSL's boot loader (wsl-distro.nix), with the stub's coreutils.
+  wslTrue = "${stubPkgs.coreutils}/bin/true";
 
   # The number of the first line of `text` that contains `needle` (null: none).
   lineOf =
@@ -271,6 +288,30 @@ in
           all (a: a.where != "/nix" && !(hasPrefix "/nix/" a.where)) config.systemd.automounts
         ))
         (expect "no fileSystems.\"/nix\"" (!(config.fileSystems ? "/nix")))
+      ];
+  };
+
+  # switch-to-configuration-ng restarts a changed mount unit (unmount, mount)
+  # unless it is -.mount or nix.mount, which it reloads (a remount with the
+  # new Options; What= and Where= stay as mounted). A restart of the bind
+  # would swap the store under the running system: RefuseManualStop makes
+  # systemd refuse that job (and a hand-made `systemctl stop`), while the
+  # stop at shutdown, a dependency's, still happens.
+  bind-mount-survives-a-switch = {
+    modules = [
+      base
+      { wslStorageMount.bindTarget = "/nix-storage-test"; }
+    ];
+    checks =
+      config:
+      let
+        bind = bindAt "/nix-storage-test" config;
+      in
+      [
+        (expect "the bind unit refuses a manual stop or restart" (
+          bind.unitConfig.RefuseManualStop or false
+        ))
+        (expect "and is not stopped when a switch removes it" (!bind.unitConfig."X-StopOnRemoval"))
       ];
   };
 
@@ -429,46 +470,40 @@ in
       map (file: expect "nixos/${file} does not set RequiresMountsFor" (!(defines file))) files;
   };
 
-  udev-beats-nixos-wsl-default = {
-    modules = [
-      base
-      # What NixOS-WSL sets.
-      {
-        services.udev.enable = lib.mkDefault false;
-        wslStorageMount.deviceId = "wwn-0x5000000000000001";
-      }
-    ];
+  udev-beats-nixos-wsl-default = withNixosWsl [
+    base
+    { wslStorageMount.deviceId = "wwn-0x5000000000000001"; }
+  ]
+  // {
     checks = config: [
       (expect "with deviceId, udev is on despite NixOS-WSL's mkDefault false" config.services.udev.enable)
       (expect "the helper waits for udev's trigger" (
         elem "systemd-udev-trigger.service" (svc config).after
       ))
-      (expect "no warning about udev" (!(any (hasInfix "services.udev.enable") config.warnings)))
+      (expect "no assertion or warning about udev" (
+        ourFailures config == [ ] && !(any (hasInfix "services.udev.enable") config.warnings)
+      ))
     ];
   };
 
-  udev-for-device-under-dev-disk = {
-    modules = [
-      base
-      {
-        services.udev.enable = lib.mkDefault false;
-        wslStorageMount.device = "/dev/disk/by-partlabel/wsl-storage";
-      }
-    ];
+  udev-for-device-under-dev-disk = withNixosWsl [
+    base
+    { wslStorageMount.device = "/dev/disk/by-partlabel/wsl-storage"; }
+  ]
+  // {
     checks = config: [
       (expect "a device under /dev/disk turns udev on" config.services.udev.enable)
     ];
   };
 
-  udev-left-alone-with-fs-uuid = {
-    modules = [
-      base
-      {
-        services.udev.enable = lib.mkDefault false;
-        wslStorageMount.fsLabel = "wsl-storage";
-        wslStorageMount.device = "/dev/sdb";
-      }
-    ];
+  udev-left-alone-with-fs-uuid = withNixosWsl [
+    base
+    {
+      wslStorageMount.fsLabel = "wsl-storage";
+      wslStorageMount.device = "/dev/sdb";
+    }
+  ]
+  // {
     checks = config: [
       (expect "with fsUuid/fsLabel (and a device outside /dev/disk) udev stays off as NixOS-WSL set it" (
         !config.services.udev.enable
@@ -480,30 +515,59 @@ in
     ];
   };
 
-  warn-device-id-without-udev = {
+  # A plain `false` is what a user writes; before, it clashed with the
+  # module's own `true` ("conflicting definition values").
+  assert-device-id-without-udev = failsOnly "services.udev.enable" [
+    {
+      services.udev.enable = false;
+      wslStorageMount.deviceId = "wwn-0x5000000000000001";
+    }
+  ];
+
+  assert-device-id-without-udev-forced = failsOnly "services.udev.enable" [
+    {
+      services.udev.enable = lib.mkForce false;
+      wslStorageMount.deviceId = "wwn-0x5000000000000001";
+    }
+  ];
+
+  assert-device-id-without-udev-says-what-to-do = {
     modules = [
       base
       {
-        services.udev.enable = lib.mkForce false;
-        wslStorageMount.deviceId = "wwn-0x5000000000000001";
+        services.udev.enable = false;
+        wslStorageMount.device = "/dev/disk/by-id/wwn-0x5000000000000001";
       }
     ];
     checks = config: [
-      (expect "udev stays forced off" (!config.services.udev.enable))
-      (expect "a warning names deviceId, services.udev.enable and fsUuid" (
+      (expect "udev stays off as the user set it" (!config.services.udev.enable))
+      (expect "the assertion names the option that needs udev, the setting, and fsUuid as the fix" (
         any (
-          w:
-          hasInfix "wslStorageMount.deviceId" w && hasInfix "services.udev.enable" w && hasInfix "fsUuid" w
-        ) config.warnings
+          m:
+          hasInfix "wslStorageMount.device" m
+          && hasInfix "services.udev.enable = false" m
+          && hasInfix "wslStorageMount.fsUuid" m
+        ) (ourFailures config)
       ))
     ];
   };
 
-  boot-loader-chains-and-syncs = {
-    modules = [
-      base
-      (nixosWsl { automountRoot = "/mnt"; })
+  assert-device-id-without-udev-nixos-wsl = withNixosWsl [
+    base
+    {
+      services.udev.enable = false;
+      wslStorageMount.deviceId = "wwn-0x5000000000000001";
+    }
+  ]
+  // {
+    checks = config: [
+      (expect "next to NixOS-WSL too, one assertion of the module names services.udev.enable" (
+        length (ourFailures config) == 1 && any (hasInfix "services.udev.enable") (ourFailures config)
+      ))
     ];
+  };
+
+  boot-loader-chains-and-syncs = withNixosWsl [ base ] // {
     checks =
       config:
       let
@@ -524,6 +588,119 @@ in
         ))
         (expect "it stops on the first failure" (hasInfix "set -eu" script.text))
       ];
+  };
+
+  # Another module wraps the boot loader with an `apply` of its own (public
+  # configs do, e.g. to log each install). Before, the module's own `apply`
+  # made that an evaluation error even with the module off.
+  boot-loader-next-to-another-apply = withNixosWsl [
+    base
+    otherApply
+  ]
+  // {
+    checks =
+      config:
+      let
+        outer = bootLoaderScript config;
+        inner = lib.head outer.wraps;
+      in
+      [
+        (expect "the other module's apply wraps the final value" (
+          outer.name == "timestamped-boot-loader"
+        ))
+        (expect "what it wraps is the module's script" (
+          hasInfix "wsl-storage-mount-install-boot-loader" "${inner}"
+        ))
+        (expect "which chains NixOS-WSL's true, once" (
+          lineOf "${wslTrue} \"$1\"" inner.text != null && !(hasInfix "timestamped" inner.text)
+        ))
+      ];
+  };
+
+  boot-loader-next-to-another-apply-disabled = withNixosWsl [
+    base
+    otherApply
+    { wslStorageMount.enable = lib.mkForce false; }
+  ]
+  // {
+    checks = config: [
+      (expect "the other module's apply wraps NixOS-WSL's true directly" (
+        (bootLoaderScript config).wraps == [ wslTrue ]
+      ))
+    ];
+  };
+
+  # The same without NixOS-WSL, so `nix flake check` runs it on real NixOS.
+  boot-loader-next-to-another-apply-without-nixos-wsl = {
+    modules = [
+      base
+      otherApply
+      plainBootLoader
+    ];
+    checks =
+      config:
+      let
+        outer = bootLoaderScript config;
+        inner = lib.head outer.wraps;
+      in
+      [
+        (expect "the other module's apply wraps the module's script" (
+          outer.name == "timestamped-boot-loader"
+          && hasInfix "wsl-storage-mount-install-boot-loader" "${inner}"
+        ))
+        (expect "which chains the plain boot loader" (lineOf "${otherLoader} \"$1\"" inner.text != null))
+      ];
+  };
+
+  # A boot loader set by another module with a plain definition (no
+  # NixOS-WSL): chained when enabled, untouched when not.
+  boot-loader-plain-definition = {
+    modules = [
+      base
+      plainBootLoader
+    ];
+    checks =
+      config:
+      let
+        script = bootLoaderScript config;
+      in
+      [
+        (expect "installBootLoader is the module's script" (
+          hasInfix "wsl-storage-mount-install-boot-loader" "${script}"
+        ))
+        (expect "which runs the other module's boot loader on the toplevel, then sync-boot" (
+          lineOf "${otherLoader} \"$1\"" script.text != null
+          && lineOf otherLoader script.text < lineOf "sync-boot" script.text
+        ))
+      ];
+  };
+
+  boot-loader-plain-definition-disabled = {
+    modules = [
+      base
+      plainBootLoader
+      { wslStorageMount.enable = lib.mkForce false; }
+    ];
+    checks = config: [
+      (expect "installBootLoader is the other module's, unchanged" (
+        bootLoaderScript config == otherLoader
+      ))
+    ];
+  };
+
+  # Over mkForce too: the module's definition is the one the unique type
+  # sees, and the forced one is chained.
+  boot-loader-over-mkforce = withNixosWsl [
+    base
+    { system.build.installBootLoader = lib.mkForce otherLoader; }
+  ]
+  // {
+    checks = config: [
+      (expect "the forced boot loader is chained, NixOS-WSL's true is not" (
+        lineOf otherLoader (bootLoaderScript config).text != null
+        && lineOf wslTrue (bootLoaderScript config).text == null
+      ))
+    ];
   };
 
   boot-loader-is-the-module-s-full = {
@@ -549,51 +726,70 @@ in
     ];
   };
 
-  activation-syncs-the-closure = {
-    modules = [
-      base
-      (nixosWsl { automountRoot = "/mnt"; })
-    ];
+  activation-syncs-the-closure = withNixosWsl [ base ] // {
     checks =
       config:
       let
         snippet = syncSnippet config;
+        scripts = removeAttrs config.system.activationScripts [ "script" ];
+        # NixOS's order of the snippets (lib.textClosureList, as NixOS's
+        # activation script uses it: an unknown dep is an error), by name.
+        order = lib.textClosureList (lib.mapAttrs (
+          name: v: if lib.isString v then name else v // { text = name; }
+        ) scripts) (lib.attrNames scripts);
+        ranks = lib.listToAttrs (lib.imap0 (i: name: lib.nameValuePair name i) order);
+        linksIntoRoot = [
+          "etc"
+          "binsh"
+          "usrbinenv"
+          "shimSystemd"
+          "populateBin"
+          "createSbin"
+        ];
       in
       [
         (expect "an activation snippet runs sync-boot --closure-only on $systemConfig" (
           hasInfix "${helperCommand config "sync-boot"} --closure-only \"$systemConfig\"" snippet.text
         ))
-        (expect "it runs after etc (the /etc/static link)" (elem "etc" snippet.deps || !(config.system.activationScripts ? etc)))
+        (expect "its deps are NixOS-WSL's and NixOS's snippets that link into /" (
+          all (dep: elem dep snippet.deps) [
+            "etc"
+            "binsh"
+            "usrbinenv"
+            "shimSystemd"
+            "populateBin"
+          ]
+        ))
+        (expect "every dep exists, so NixOS's activation script builds" (
+          hasInfix "sync-boot --closure-only" config.system.activationScripts.script
+        ))
+        (expect "it runs after every snippet that links into / (createSbin through shimSystemd)" (
+          all (name: ranks.${name} < ranks.wslStorageMountSyncClosure) linksIntoRoot
+        ))
         (expect "it is left out of dry-activate" (!snippet.supportsDryActivation))
       ];
   };
 
-  no-sync-without-bind = {
-    stubOnly = true;
-    modules = [
-      base
-      (nixosWsl { automountRoot = "/mnt"; })
-      { wslStorageMount.bindMountNixStore = false; }
-    ];
+  no-sync-without-bind = withNixosWsl [
+    base
+    { wslStorageMount.bindMountNixStore = false; }
+  ]
+  // {
     checks = config: [
-      (expect "installBootLoader stays NixOS-WSL's" (
-        bootLoaderScript config == wslTrue
-      ))
+      (expect "installBootLoader stays NixOS-WSL's" (bootLoaderScript config == wslTrue))
       (expect "no activation snippet" (!(config.system.activationScripts ? wslStorageMountSyncClosure)))
     ];
   };
 
-  no-sync-when-disabled = {
-    stubOnly = true;
-    modules = [
-      (nixosWsl { automountRoot = "/mnt"; })
-      { wslStorageMount.fsUuid = uuid; }
-    ];
+  no-sync-when-disabled = withNixosWsl [ { wslStorageMount.fsUuid = uuid; } ] // {
     checks = config: [
-      (expect "installBootLoader stays NixOS-WSL's" (
-        bootLoaderScript config == wslTrue
+      (expect "installBootLoader stays NixOS-WSL's" (bootLoaderScript config == wslTrue))
+      (expect "no activation snippet" (!(config.system.activationScripts ? wslStorageMountSyncClosure)))
+      (expect "udev stays off as NixOS-WSL set it" (!config.services.udev.enable))
+      (expect "no unit of the module" (
+        !(config.systemd.services ? wsl-storage-mount) && mountsAt "/nix" config == [ ]
       ))
-      (expect "no activation snippet" (config.system.activationScripts == { }))
+      (expect "no initTimeout in wsl.conf" (config.wsl.wslConf.boot.initTimeout == null))
     ];
   };
 
@@ -676,11 +872,12 @@ in
     ];
   };
 
-  windows-paths-follow-automount-root = {
-    modules = [
-      base
-      (nixosWsl { automountRoot = "/win/"; })
-    ];
+  # NixOS-WSL's automount.root must match ^/(.*[^/])?$: no trailing '/'.
+  windows-paths-follow-automount-root = withNixosWsl [
+    base
+    { wsl.wslConf.automount.root = "/win"; }
+  ]
+  // {
     checks =
       config:
       let
@@ -694,6 +891,14 @@ in
           windows.powershellPath == "/win/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe"
         ))
       ];
+  };
+
+  windows-paths-default-automount-root = withNixosWsl [ base ] // {
+    checks = config: [
+      (expect "schtasksPath is under NixOS-WSL's default root /mnt" (
+        config.wslStorageMount.generatedConfig.windows.schtasksPath == "/mnt/c/Windows/System32/schtasks.exe"
+      ))
+    ];
   };
 
   windows-paths-without-nixos-wsl = {
@@ -713,15 +918,50 @@ in
       ];
   };
 
-  wsl-init-timeout-covers-the-boot-step = {
-    modules = [
-      base
-      (nixosWsl { automountRoot = "/mnt"; })
-    ];
+  # WSL waits boot.initTimeout for the boot, and as long for
+  # `systemctl poweroff` at terminate and for user@<uid>.service at login.
+  wsl-init-timeout-serves-the-boot = withNixosWsl [ base ] // {
+    checks =
+      config:
+      let
+        timeout = config.wsl.wslConf.boot.initTimeout;
+      in
+      [
+        (expect "initTimeout (ms) covers the wait for the disk and the Windows trigger, plus 30 s" (
+          timeout == (60 + 3 * 20 + 30) * 1000
+        ))
+        (expect "it leaves out fsckAllowance (600 s): a hung shutdown would wait that long too" (
+          timeout < (svc config).serviceConfig.TimeoutStartSec * 1000
+        ))
+        (expect "wsl.conf says so, under [boot]" (
+          hasInfix "[boot]" config.environment.etc."wsl.conf".text
+          && hasInfix "initTimeout=150000" config.environment.etc."wsl.conf".text
+        ))
+      ];
+  };
+
+  wsl-init-timeout-is-bounded = withNixosWsl [
+    base
+    {
+      wslStorageMount.waitTimeout = 900;
+      wslStorageMount.fsckAllowance = 3600;
+    }
+  ]
+  // {
     checks = config: [
-      (expect "wsl.conf's boot.initTimeout (ms) covers TimeoutStartSec and a minute more" (
-        config.wsl.wslConf.boot.initTimeout == ((svc config).serviceConfig.TimeoutStartSec + 60) * 1000
+      (expect "a long waitTimeout stretches initTimeout to 3 minutes at most" (
+        config.wsl.wslConf.boot.initTimeout == 180 * 1000
       ))
+    ];
+  };
+
+  wsl-init-timeout-user-value = withNixosWsl [
+    base
+    { wsl.wslConf.boot.initTimeout = 20000; }
+  ]
+  // {
+    checks = config: [
+      (expect "a value the user sets wins" (config.wsl.wslConf.boot.initTimeout == 20000))
     ];
   };
 
@@ -1055,6 +1295,151 @@ in
         any (w: hasInfix "wslStorageMount.deviceId" w && hasInfix "fsUuid" w) config.warnings
       ))
     ];
+  };
+
+  # The stubs reject what NixOS rejects (stub-nixos.nix): each value beside
+  # a valid one at the same place, so the failure is the value's. (An
+  # activation snippet after a missing one fails as in NixOS, with an error
+  # tryEval cannot catch: activation-syncs-the-closure builds the script.)
+  stubs-reject-what-nixos-rejects = {
+    stubOnly = true;
+    modules = [ base ];
+    checks =
+      _:
+      let
+        evalStub = import ./stub.nix { inherit lib; };
+        evaluates = modules: read: (builtins.tryEval (builtins.deepSeq (read (evalStub modules)) true)).success;
+        pair =
+          what: read: good: bad:
+          expect "the stubs take a valid ${what} and reject ${bad.why}" (
+            evaluates [ good ] read && !(evaluates [ (removeAttrs bad [ "why" ]) ] read)
+          );
+        # What the twin renders; startLimitBurst and the like have no
+        # default in NixOS either, so the whole unit is not forced.
+        service =
+          c:
+          let
+            unit = c.systemd.services.x;
+          in
+          {
+            inherit (unit)
+              description
+              path
+              wants
+              unitConfig
+              serviceConfig
+              environment
+              restartIfChanged
+              ;
+          };
+      in
+      [
+        (pair "unit description" service { systemd.services.x.description = "one line"; } {
+          why = "a description of two lines";
+          systemd.services.x.description = "two\nlines";
+        })
+        (pair "service Type" service { systemd.services.x.serviceConfig.Type = "oneshot"; } {
+          why = "Type = oneshoot";
+          systemd.services.x.serviceConfig.Type = "oneshoot";
+        })
+        (pair "unit value" service { systemd.services.x.serviceConfig.ExecStart = "/bin/true"; } {
+          why = "a value no unit file can hold (an attribute set)";
+          systemd.services.x.serviceConfig.ExecStart = {
+            command = "/bin/true";
+          };
+        })
+        (pair "service path" service { systemd.services.x.path = [ "/run/wrappers" ]; } {
+          why = "a number in path";
+          systemd.services.x.path = [ 1 ];
+        })
+        (pair "service option" service { systemd.services.x.restartIfChanged = false; } {
+          why = "an option NixOS does not have";
+          systemd.services.x.restartIfChnaged = false;
+        })
+        (pair "dependency" service { systemd.services.x.wants = [ "a.service" ]; } {
+          why = "a dependency that is no unit name";
+          systemd.services.x.wants = [ "a" ];
+        })
+        (pair "mount unit"
+          (
+            c:
+            map (m: {
+              inherit (m)
+                what
+                where
+                unitConfig
+                mountConfig
+                ;
+            }) c.systemd.mounts
+          )
+          {
+            systemd.mounts = [
+              {
+                what = "/a";
+                where = "/b";
+              }
+            ];
+          }
+          {
+            why = "a mount unit without what";
+            systemd.mounts = [ { where = "/b"; } ];
+          }
+        )
+        (pair "package list" (c: c.environment.systemPackages)
+          { environment.systemPackages = [ (import ./stub-pkgs.nix).jq ]; }
+          {
+            why = "a string in systemPackages";
+            environment.systemPackages = [ "jq" ];
+          }
+        )
+        (pair "host name" (c: c.networking.hostName) { networking.hostName = "main"; } {
+          why = "a host name with a dot";
+          networking.hostName = "main.example";
+        })
+        (pair "logrotate setting" (c: c.services.logrotate.settings)
+          { services.logrotate.settings.x.files = "/var/log/x.log"; }
+          {
+            why = "a number as the files to rotate";
+            services.logrotate.settings.x.files = 4;
+          }
+        )
+      ];
+  };
+
+  # Imported and off next to the real NixOS-WSL and a module with its own
+  # `apply` on the boot loader: the same system as without the module, in
+  # everything the stubs can show.
+  disabled-equals-not-imported = withNixosWsl [ otherApply ] // {
+    stubOnly = true;
+    checks =
+      config:
+      let
+        without = import ./stub.nix {
+          inherit lib nixosWsl;
+          withModule = false;
+        } [ otherApply ];
+        units =
+          c:
+          lib.mapAttrs (_: u: {
+            inherit (u) unitConfig serviceConfig wantedBy;
+          }) c.systemd.services;
+        mounts = c: map (m: m.mountConfig // m.unitConfig) c.systemd.mounts;
+        same = what: read: expect "${what} is the same as without the module" (read config == read without);
+      in
+      [
+        (same "systemd.services" units)
+        (same "systemd.sockets" (c: lib.attrNames c.systemd.sockets))
+        (same "systemd.mounts" mounts)
+        (same "installBootLoader" (c: "${c.system.build.installBootLoader}"))
+        (same "the activation script" (c: c.system.activationScripts.script))
+        (same "wsl.conf" (c: c.environment.etc."wsl.conf".text))
+        (same "/etc" (c: lib.attrNames c.environment.etc))
+        (same "systemPackages" (c: map toString c.environment.systemPackages))
+        (same "services.udev.enable" (c: c.services.udev.enable))
+        (same "services.logrotate.settings" (c: c.services.logrotate.settings))
+        (same "the assertions" (c: map (a: a.message) (lib.filter (a: !a.assertion) c.assertions)))
+        (same "the warnings" (c: c.warnings))
+      ];
   };
 
   disabled-generates-nothing = {
