@@ -108,17 +108,13 @@ fn compare_golden(name: &str, actual: &str) {
 }
 
 /// Every line of code that holds `value` assigns it as a single-quoted
-/// literal (`$X = '...'`, or expanded from one). Comments are the
+/// literal (`$X = '...'`). Comments are the
 /// template's own text (an example serial, say).
 fn only_in_literals(script: &str, value: &str) {
     let quoted = format!("'{}'", value.replace('\'', "''"));
     let code = script.lines().filter(|l| !l.trim_start().starts_with('#'));
     for line in code.filter(|l| l.contains(value)) {
-        let ok = line.starts_with('$')
-            && (line.ends_with(&format!("= {quoted}"))
-                || line.ends_with(&format!(
-                    "= [Environment]::ExpandEnvironmentVariables({quoted})"
-                )));
+        let ok = line.starts_with('$') && line.ends_with(&format!("= {quoted}"));
         assert!(ok, "{value:?} outside a literal assignment: {line}");
     }
 }
@@ -236,7 +232,7 @@ fn attach_script_does_what_the_issue_asks() {
     assert!(!has("$wsl = 'wsl.exe'"));
     // The transcript only in an administrators-only directory, never made
     // by this script (it would inherit %ProgramData%'s user-writable ACL).
-    assert!(has("$logProblem = Get-AdminOnlyProblem $logDir"));
+    assert!(has("$logProblem = Get-AdminOnlyProblem $logDir $true"));
     assert!(!has("New-Item"));
     // `wsl --list` lists distributions, not disks: it must not be used.
     assert!(!has("--list") && !has(" -l "), "wsl --list used");
@@ -331,8 +327,8 @@ fn the_task_runs_an_administrators_only_copy_of_attach_ps1() {
     ));
     // The task runs that copy, by full paths.
     assert!(has("$scriptPath = Join-Path $installDir 'attach.ps1'"));
-    assert!(has("$powershell = Join-Path $env:SystemRoot 'System32\\WindowsPowerShell\\v1.0\\powershell.exe'"));
-    assert!(has("New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"{0}\"' -f $scriptPath)"));
+    assert!(has("$powershell = [IO.Path]::Combine([Environment]::SystemDirectory, 'WindowsPowerShell\\v1.0\\powershell.exe')"));
+    assert!(has("New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"{0}\"' -f $scriptPath) -WorkingDirectory $installDir"));
     // The transcript goes there too by default.
     let attach = stdout(&helper(
         tmp.path(),
@@ -340,7 +336,7 @@ fn the_task_runs_an_administrators_only_copy_of_attach_ps1() {
         &["windows-script"],
     ));
     assert!(
-        attach.contains("$LogPath = [Environment]::ExpandEnvironmentVariables('%ProgramData%\\wsl-storage-mount\\attach.log')"),
+        attach.contains("$LogPathSetting = '%ProgramData%\\wsl-storage-mount\\attach.log'"),
         "{attach}"
     );
 }
