@@ -1042,7 +1042,8 @@ fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
         json!({"trigger": "task", "taskName": "WSL\\attach storage",
                "schtasksPath": schtasks.display().to_string(), "triggerTimeout": 10}),
     );
-    // Before any run: "has not run yet"; after the first: exit 1 at a new
+    // Before any run: "has not run yet"; after each /Run the first query
+    // shows it running (0x41301); then, after the first: exit 1 at a new
     // last run time; after the second: exit 0, and the disk appears.
     let row = |time: &str, result: &str| {
         format!("printf '%s\\r\\n' '\"PC\",\"\\WSL\\attach storage\",\"N/A\",\"Bereit\",\"Nur interaktiv\",\"{time}\",\"{result}\",\"PC\\me\"'")
@@ -1050,9 +1051,11 @@ fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
     sb.fake_exe(
         &schtasks,
         &format!(
-            "printf '%s\\n' \"$*\" >> {calls}\nruns=$(grep -c '^/Run' {calls})\ncase \"$1\" in\n/Query)\n  case \"$runs\" in\n    0) {never} ;;\n    1) {failed} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'ERFOLGREICH: Die geplante Aufgabe wurde gestartet.'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
+            "printf '%s\\n' \"$*\" >> {calls}\n{counts}\ncase \"$1\" in\n/Query)\n  case \"$runs:$since\" in\n    0:*) {never} ;;\n    *:1) {running} ;;\n    1:*) {failed} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'ERFOLGREICH: Die geplante Aufgabe wurde gestartet.'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
             calls = sb.path("calls").display(),
+            counts = query_counts(&sb),
             never = row("N/A", "267011"),
+            running = row("25.11.2026 07:00:00", "267009"),
             failed = row("25.11.2026 07:00:01", "1"),
             ok = row("25.11.2026 07:00:09", "0"),
         ),
@@ -1083,6 +1086,60 @@ fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
         log.contains("INFO  Windows trigger attempt 1: exited with 0: ERFOLGREICH"),
         "{log}"
     );
+}
+
+/// Shell lines for a fake schtasks.exe that set `runs` (the /Run calls so
+/// far) and `since` (the /Query calls since the last /Run, this one
+/// included), from the calls file the fake appends to first.
+fn query_counts(sb: &Sandbox) -> String {
+    format!(
+        "runs=$(grep -c '^/Run' {calls})\nsince=$(awk '/^\\/Run/ {{ n = 0; next }} /^\\/Query/ {{ n++ }} END {{ print n + 0 }}' {calls})",
+        calls = sb.path("calls").display()
+    )
+}
+
+/// Issue 17 item 10: the query before `/Run` fails, and the task does not
+/// start on the first `/Run`; the queries after it show the previous run's
+/// result (0, at an old time). That is not this run's success: a result is
+/// taken only after the task was seen running (0x41301). So the attempt
+/// ends without a verdict, the next miss starts the task again, and that
+/// run (running, then 0) attaches the disk. Taken as success, the first
+/// attempt would have ended the attempts and the disk would never come.
+#[test]
+fn a_result_not_preceded_by_a_running_task_is_not_taken() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let schtasks = sb.path("win/schtasks.exe");
+    let (node, cfg) = trigger_setup(
+        &mut sb,
+        40,
+        json!({"trigger": "task", "taskName": "wsl-storage-mount",
+               "schtasksPath": schtasks.display().to_string(),
+               "triggerTimeout": 3, "triggerAttempts": 3}),
+    );
+    let row = |time: &str, result: &str| {
+        format!("printf '%s\\r\\n' '\"PC\",\"\\wsl-storage-mount\",\"N/A\",\"Ready\",\"Interactive only\",\"{time}\",\"{result}\",\"PC\\me\"'")
+    };
+    sb.fake_exe(
+        &schtasks,
+        &format!(
+            "printf '%s\\n' \"$*\" >> {calls}\n{counts}\ncase \"$1\" in\n/Query)\n  case \"$runs:$since\" in\n    0:*) exit 1 ;;\n    1:*) {old} ;;\n    *:1) {running} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'SUCCESS: Attempted to run the scheduled task \"wsl-storage-mount\".'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 1.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
+            calls = sb.path("calls").display(),
+            counts = query_counts(&sb),
+            old = row("24.11.2026 07:00:00", "0"),
+            running = row("25.11.2026 07:00:00", "267009"),
+            ok = row("25.11.2026 07:00:00", "0"),
+        ),
+    );
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_mounted(&sb, &out);
+    assert_eq!(runs(&sb).len(), 2, "{:?}", calls(&sb));
+    let log = sb.log();
+    let first = log
+        .lines()
+        .find(|l| l.contains("Windows trigger attempt 1: task result:"))
+        .unwrap_or_else(|| panic!("no task result for attempt 1:\n{log}"));
+    assert!(first.contains(" WARN "), "{first}");
+    assert!(first.contains("never seen running"), "{first}");
 }
 
 /// A trigger program that exits but leaves a child holding its output
