@@ -1288,3 +1288,137 @@ fn doctor_compares_the_installed_attach_script_by_hash() {
         "{check}"
     );
 }
+
+/// Issue 17: doctor names a Group Policy execution policy that overrides
+/// `-ExecutionPolicy Bypass`, the WSL release (`wsl.exe --version`), and
+/// whether WSL's wsl-mnt-guard.service exists and runs (microsoft/WSL#41084;
+/// on NixOS it failed with 203/EXEC before NixOS-WSL#1101). Fakes answer
+/// what the file `state/<name>` holds.
+#[test]
+fn doctor_names_the_execution_policy_the_wsl_version_and_the_mnt_guard() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (schtasks, _mnt) = fake_windows(sb.dir.path(), None);
+    let system32 = schtasks.parent().unwrap().to_path_buf();
+    let powershell = system32.join("WindowsPowerShell/v1.0/powershell.exe");
+    let state = sb.path("state");
+    fs::create_dir_all(&state).unwrap();
+    let answer = |name: &str| {
+        format!(
+            "printf '%s\\n' \"$*\" >> {state}/{name}.calls\ncat {state}/{name}\nexit $(cat {state}/{name}.exit 2>/dev/null || echo 0)",
+            state = state.display()
+        )
+    };
+    sb.fake_exe(&schtasks, "exit 1");
+    sb.fake_exe(&system32.join("wsl.exe"), &answer("wsl"));
+    sb.fake_exe(&powershell, &answer("powershell"));
+    sb.fake_exe(&sb.path("fakebin/systemctl"), &answer("systemctl"));
+    let cfg = sb.config(
+        "config.json",
+        json!({
+            "fsUuid": UUID,
+            "mountPoint": sb.path("storage").display().to_string(),
+            "diskSerialNumber": "S1",
+            "windows": {"trigger": "task", "taskName": "wsl-storage-mount", "schtasksPath": schtasks.display().to_string(),
+                        "powershellPath": powershell.display().to_string(), "triggerTimeout": 5},
+        }),
+    );
+    let set = |name: &str, text: &str, code: i32| {
+        fs::write(state.join(name), text).unwrap();
+        fs::write(state.join(format!("{name}.exit")), code.to_string()).unwrap();
+    };
+    let check = |id: &str| -> Value {
+        let path = format!(
+            "{}:{}",
+            sb.path("fakebin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = sb
+            .helper_cmd(&cfg, &["doctor", "--json"])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} check: {report:#}"))
+            .clone()
+    };
+    let text = |c: &Value| format!("{} {}", c["message"], c["fix"]);
+
+    // Group Policy: AllSigned at machine scope stops attach.ps1.
+    set(
+        "powershell",
+        "MachinePolicy=AllSigned\r\nUserPolicy=Undefined\r\n",
+        0,
+    );
+    set(
+        "wsl",
+        "WSL version: 2.4.13.0\r\nKernel version: 5.15.167.4-1\r\n",
+        0,
+    );
+    set("systemctl", "LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\nExecMainStatus=0\n", 0);
+    let policy = check("windows-execution-policy");
+    assert_eq!(policy["level"], "fail", "{policy}");
+    assert!(
+        text(&policy).contains("MachinePolicy AllSigned"),
+        "{policy}"
+    );
+    assert!(
+        text(&policy).contains("overrides -ExecutionPolicy Bypass"),
+        "{policy}"
+    );
+    let calls = fs::read_to_string(state.join("powershell.calls")).unwrap();
+    assert!(
+        calls.contains("-NoProfile -NonInteractive -Command 'MachinePolicy=' + (Get-ExecutionPolicy -Scope MachinePolicy)"),
+        "{calls}"
+    );
+    let version = check("wsl-version");
+    assert_eq!(version["level"], "ok", "{version}");
+    assert!(text(&version).contains("WSL 2.4.13.0"), "{version}");
+    let guard = check("wsl-mnt-guard");
+    assert_eq!(guard["level"], "warn", "{guard}");
+    assert!(
+        text(&guard).contains("does not exist") && text(&guard).contains("#41084"),
+        "{guard}"
+    );
+    let calls = fs::read_to_string(state.join("systemctl.calls")).unwrap();
+    assert!(calls.contains("wsl-mnt-guard.service"), "{calls}");
+
+    // No blocking policy; the inbox WSL (no --version); the guard failing
+    // to exec /bin/true, as on NixOS before NixOS-WSL#1101.
+    set(
+        "powershell",
+        "MachinePolicy=Undefined\r\nUserPolicy=RemoteSigned\r\n",
+        0,
+    );
+    set(
+        "wsl",
+        "Usage: wsl.exe [Argument] [Options...] [CommandLine]\r\n",
+        255,
+    );
+    set("systemctl", "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainStatus=203\n", 0);
+    let policy = check("windows-execution-policy");
+    assert_eq!(policy["level"], "ok", "{policy}");
+    let version = check("wsl-version");
+    assert_eq!(version["level"], "warn", "{version}");
+    assert!(text(&version).contains("wsl --update"), "{version}");
+    let guard = check("wsl-mnt-guard");
+    assert_eq!(guard["level"], "warn", "{guard}");
+    assert!(
+        text(&guard).contains("203/EXEC") && text(&guard).contains("NixOS-WSL#1101"),
+        "{guard}"
+    );
+
+    // The guard runs.
+    set(
+        "systemctl",
+        "LoadState=loaded\nActiveState=active\nSubState=exited\nResult=success\nExecMainStatus=0\n",
+        0,
+    );
+    let guard = check("wsl-mnt-guard");
+    assert_eq!(guard["level"], "ok", "{guard}");
+}
