@@ -493,6 +493,28 @@ fn a_task_whose_last_run_failed_is_a_warning_with_its_meaning() {
         .as_str()
         .unwrap()
         .contains("still running (0x41301)"));
+    // Issue 17: exit 4 (an error attach.ps1 did not expect) is not "no
+    // disk"; 0x800704DD (schtasks prints it as -2147023651) is named.
+    for (result, meaning) in [
+        (
+            4,
+            "attach.ps1 exited 4: attach.ps1 stopped on an error it did not expect",
+        ),
+        (
+            -2147023651,
+            "(0x800704DD): its Windows user has no interactive session",
+        ),
+    ] {
+        fake_schtasks_with_result(&sb, 0, result);
+        let (_, report) = run_doctor(&sb, &s);
+        assert_eq!(not_ok(&report), ["windows-task=warn"], "{report:#}");
+        let message = check(&report, "windows-task")["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(meaning), "{message}");
+        assert!(!message.contains("diskSerialNumber"), "{message}");
+    }
 }
 
 /// A task registered by an older register-task.ps1 runs attach.ps1 from
