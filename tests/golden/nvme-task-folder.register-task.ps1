@@ -173,7 +173,10 @@ function Assert-EntriesOwnedByAdmins {
     foreach ($entry in @(Get-ChildItem -LiteralPath $installDir -Force)) {
         if ($entry.Attributes -band [IO.FileAttributes]::ReparsePoint) { Stop-Unsafe ('{0} in it is a link (reparse point)' -f $entry.Name) }
         $owner = (Get-Acl -LiteralPath $entry.FullName).GetOwner([Security.Principal.SecurityIdentifier]).Value
-        if ($owner -ne $admins.Value -and $owner -ne $system.Value) { Stop-Unsafe ('{0} in it is owned by {1}, not by Administrators or SYSTEM' -f $entry.Name, $owner) }
+        # An older register-task.ps1 or attach.ps1 may have written attach.ps1
+        # or attach.log with the user as owner (the default owner policy):
+        # the message says how to remove it; nothing is removed here.
+        if ($owner -ne $admins.Value -and $owner -ne $system.Value) { Stop-Unsafe ('{0} in it is owned by {1}, not by Administrators or SYSTEM (if an older version of these scripts wrote it, remove it in this elevated PowerShell: Remove-Item -LiteralPath ''{2}'')' -f $entry.Name, $owner, $entry.FullName) }
     }
 }
 
