@@ -1422,3 +1422,44 @@ fn doctor_names_the_execution_policy_the_wsl_version_and_the_mnt_guard() {
     let guard = check("wsl-mnt-guard");
     assert_eq!(guard["level"], "ok", "{guard}");
 }
+
+/// Issue 17 item 5: the README's section on the task says what it is (a
+/// UAC bypass by construction that the scripts narrow to the attach), what
+/// stays open (the .NET profiler variables, and why no cmd.exe launch), and
+/// what the embedded SHA-256 is worth; and names each hardening the
+/// scripts do (scripts/check-powershell.py holds the scripts to them).
+#[test]
+fn the_readme_says_what_the_task_hardens_and_what_stays_open() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("### Why the task runs a copy in %ProgramData%\n")
+        .expect("README lacks the section");
+    let rest = &readme[start..];
+    let section = &rest[..rest[4..].find("\n## ").map_or(rest.len(), |i| i + 4)];
+    let flat = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "a UAC bypass",
+        "Microsoft does not treat UAC as a security boundary",
+        "#### What this does not close",
+        "`COR_PROFILER`",
+        "`COMPlus_*`",
+        "`cmd.exe /d /c`",
+        "catches a file damaged in transit, not one changed on purpose",
+        "trusts whatever could write it",
+        "OWNER RIGHTS (S-1-3-4)",
+        "`[Environment]::SystemDirectory`",
+        "`$PSModuleAutoLoadingPreference = 'None'`",
+        "`$PSHOME\\Modules`",
+        "Administrator Protection",
+        "exit 4",
+        "`#Requires -PSEdition Desktop`",
+    ] {
+        assert!(flat.contains(needle), "the README section lacks {needle:?}");
+    }
+    // The copy narrows the bypass; it is not called the end of it.
+    assert!(
+        !flat.contains("a local privilege escalation. So:"),
+        "{flat}"
+    );
+}
