@@ -39,7 +39,11 @@ $transcribing = $false
 # and where. It uses the host and no cmdlet, so it works even when a module
 # import below is what failed.
 trap {
-    $Host.UI.WriteErrorLine(('attach.ps1 stopped on an unexpected error at line {0}: {1}' -f $_.InvocationInfo.ScriptLineNumber, $_))
+    $unexpected = $_
+    # Under strict mode a missing InvocationInfo would be a second error.
+    $where = ''
+    try { $where = (' at line {0}' -f $unexpected.InvocationInfo.ScriptLineNumber) } catch { }
+    $Host.UI.WriteErrorLine(('attach.ps1 stopped on an unexpected error{0}: {1}' -f $where, $unexpected))
     if ($transcribing) { try { Stop-Transcript | Out-Null } catch { } }
     exit 4
 }
