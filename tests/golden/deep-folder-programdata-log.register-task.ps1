@@ -247,6 +247,12 @@ Write-Output ('Installed {0} (SHA-256 {1})' -f $scriptPath, $installedHash)
 # install directory rather than the default %windir%\System32.
 # Principal: this user, interactive (no stored password), "run with highest
 # privileges".
+# powershell.exe is started directly, not through `cmd.exe /d /c` clearing
+# COR_PROFILER and the like: cmd cannot clear the COMPlus_* family by prefix
+# without `for /f`, which starts %ComSpec% (the user's again) without /d (so
+# with the user's AutoRun: SS64, "FOR /F"), and a fixed list of names leaves
+# the rest of that family open. attach.ps1 stops when it finds any of them;
+# the README names them as the risk this task leaves.
 $powershell = [IO.Path]::Combine([Environment]::SystemDirectory, 'WindowsPowerShell\v1.0\powershell.exe')
 $action = New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File "{0}"' -f $scriptPath) -WorkingDirectory $installDir
 $trigger = New-ScheduledTaskTrigger -AtLogOn -User $user
