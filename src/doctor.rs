@@ -160,6 +160,9 @@ pub fn diagnose(config_path: &Path, boot_root: &Path) -> Report {
     check_dev_disk(&mut checks, links_needed);
     let task_run = check_windows(&mut checks, &cfg);
     check_installed_script(&mut checks, &cfg, task_run.as_ref());
+    check_execution_policy(&mut checks, &cfg);
+    check_wsl_version(&mut checks, &cfg);
+    check_mnt_guard(&mut checks);
     check_mount(&mut checks, &cfg, &st);
     check_instance_dirs(&mut checks, &cfg, &st);
     check_bind(&mut checks, &cfg, &st);
@@ -653,6 +656,221 @@ fn check_installed_script(checks: &mut Checks, cfg: &Config, task_run: Option<&t
     }
 }
 
+/// The execution policies Group Policy sets (scopes MachinePolicy and
+/// UserPolicy) take precedence over `-ExecutionPolicy Bypass` on the
+/// command line (about_Execution_Policies, "Execution policy precedence"):
+/// AllSigned or Restricted there makes powershell.exe refuse the unsigned
+/// attach.ps1, and the task ends with 1, which also means "no disk". Asked
+/// of the user's own, unelevated powershell.exe: both scopes are the same
+/// for the task, which runs as that user.
+fn check_execution_policy(checks: &mut Checks, cfg: &Config) {
+    let id = "windows-execution-policy";
+    let win = &cfg.windows;
+    if win.trigger == Trigger::None {
+        checks.skip(id, "windows.trigger is \"none\"");
+        return;
+    }
+    let args: Vec<String> = [
+        "-NoProfile",
+        "-NonInteractive",
+        "-Command",
+        "'MachinePolicy=' + (Get-ExecutionPolicy -Scope MachinePolicy); 'UserPolicy=' + (Get-ExecutionPolicy -Scope UserPolicy)",
+    ]
+    .map(String::from)
+    .to_vec();
+    let output = match run_program(
+        Path::new(&win.powershell_path),
+        &args,
+        Duration::from_secs(win.trigger_timeout),
+        &AtomicBool::new(false),
+        "windows.powershellPath",
+    ) {
+        TriggerOutcome::Exited {
+            code: Some(0),
+            output,
+        } => output,
+        other => {
+            checks.skip(
+                id,
+                format!("cannot ask powershell.exe: {}", other.summary()),
+            );
+            return;
+        }
+    };
+    let policies: BTreeMap<&str, &str> = output
+        .lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .filter(|(scope, _)| matches!(*scope, "MachinePolicy" | "UserPolicy"))
+        .collect();
+    if policies.len() != 2 {
+        checks.skip(
+            id,
+            format!(
+                "cannot read the execution policies from {:?}",
+                output.trim()
+            ),
+        );
+        return;
+    }
+    let blocking: Vec<String> = policies
+        .iter()
+        .filter(|(_, policy)| matches!(**policy, "AllSigned" | "Restricted"))
+        .map(|(scope, policy)| format!("{scope} {policy}"))
+        .collect();
+    let all = policies
+        .iter()
+        .map(|(scope, policy)| format!("{scope} {policy}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if blocking.is_empty() {
+        checks.ok(
+            id,
+            format!("no Group Policy execution policy stops attach.ps1 ({all})"),
+        );
+    } else {
+        checks.fail(
+            id,
+            format!(
+                "Group Policy sets the execution policy ({}); it overrides -ExecutionPolicy Bypass, so powershell.exe refuses the unsigned attach.ps1 and the task ends with 1 without a transcript entry",
+                blocking.join(", ")
+            ),
+            "ask whoever manages this Windows to allow local scripts (RemoteSigned or less strict) in \"Turn on Script Execution\" (Computer or User Configuration > Administrative Templates > Windows Components > Windows PowerShell), or sign attach.ps1 with a trusted code-signing certificate after every register-task.ps1; `Get-ExecutionPolicy -List` shows the scopes",
+        );
+    }
+}
+
+/// The WSL release, from `wsl.exe --version` beside windows.schtasksPath in
+/// System32. The WSL that came with Windows (before the Store WSL) knows no
+/// --version and has neither `wsl --mount --bare` fixes nor
+/// wsl-mnt-guard.service. The first line is "WSL version: 2.x.y.z" with a
+/// localized label, so only the number is read.
+fn check_wsl_version(checks: &mut Checks, cfg: &Config) {
+    let id = "wsl-version";
+    let wsl = Path::new(&cfg.windows.schtasks_path).with_file_name("wsl.exe");
+    let args = vec!["--version".to_string()];
+    let outcome = run_program(
+        &wsl,
+        &args,
+        Duration::from_secs(cfg.windows.trigger_timeout),
+        &AtomicBool::new(false),
+        "it lives beside windows.schtasksPath in System32",
+    );
+    match outcome {
+        TriggerOutcome::Exited {
+            code: Some(0),
+            output,
+        } => match wsl_version(&output) {
+            Some(version) => checks.ok(id, format!("WSL {version} (`wsl.exe --version`)")),
+            None => checks.warn(
+                id,
+                format!("cannot read a version from `wsl.exe --version`: {:?}", output.trim()),
+                "`wsl --version` in PowerShell shows it; `wsl --update` installs the current WSL",
+            ),
+        },
+        TriggerOutcome::Exited { .. } => checks.warn(
+            id,
+            "`wsl.exe --version` failed: this looks like the WSL that came with Windows, which predates the Store WSL's fixes (wsl-mnt-guard.service among them)",
+            "`wsl --update` in PowerShell, then `wsl --shutdown`",
+        ),
+        other => checks.skip(id, format!("Windows is out of reach: {}", other.summary())),
+    }
+}
+
+/// The first dotted number (2.4.13.0) on the first line that has one.
+pub fn wsl_version(output: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        line.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .map(|w| w.trim_matches('.'))
+            .find(|w| w.split('.').count() >= 3 && w.split('.').all(|p| !p.is_empty()))
+            .map(String::from)
+    })
+}
+
+/// WSL's wsl-mnt-guard.service (generated by WSL's systemd generator since
+/// the fix for microsoft/WSL#41084, WSL PR #41086): without it, a graceful
+/// shutdown or idle stop of any other systemd distro unmounts the shared
+/// /mnt/wsl/* mounts in every distro. On NixOS its ExecStart=/bin/true did
+/// not exist until NixOS-WSL#1101 (issue #1100): the unit fails with
+/// 203/EXEC and guards nothing.
+fn check_mnt_guard(checks: &mut Checks) {
+    let id = "wsl-mnt-guard";
+    let args: Vec<String> = [
+        "show",
+        "-p",
+        "LoadState",
+        "-p",
+        "ActiveState",
+        "-p",
+        "SubState",
+        "-p",
+        "Result",
+        "-p",
+        "ExecMainStatus",
+        "wsl-mnt-guard.service",
+    ]
+    .map(String::from)
+    .to_vec();
+    let output = match run_program(
+        Path::new("systemctl"),
+        &args,
+        LOCAL_TIMEOUT,
+        &AtomicBool::new(false),
+        "not installed, or not in PATH",
+    ) {
+        TriggerOutcome::Exited {
+            code: Some(0),
+            output,
+        } => output,
+        other => {
+            checks.skip(
+                id,
+                format!(
+                    "systemd is not running here (`systemctl show` {})",
+                    other.summary()
+                ),
+            );
+            return;
+        }
+    };
+    let props: BTreeMap<&str, &str> = output
+        .split("\n\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let get = |k: &str| props.get(k).copied().unwrap_or("");
+    let update = "update WSL (`wsl --update` in PowerShell, then `wsl --shutdown`)";
+    match (get("LoadState"), get("ActiveState")) {
+        ("not-found", _) => checks.warn(
+            id,
+            "wsl-mnt-guard.service does not exist: this WSL predates the fix for microsoft/WSL#41084, so stopping any other systemd distro (shutdown or idle stop) unmounts the shared /mnt/wsl/* mounts in this one too",
+            update,
+        ),
+        (_, "active") => checks.ok(
+            id,
+            format!("wsl-mnt-guard.service is active ({}): WSL guards /mnt/wsl against other distros' shutdown", get("SubState")),
+        ),
+        (_, "") => checks.skip(id, format!("cannot read `systemctl show` output: {:?}", output.trim())),
+        (_, state) => {
+            let status = get("ExecMainStatus");
+            let exec = if status == "203" {
+                " (status 203/EXEC: its ExecStart=/bin/true does not exist, as on NixOS before NixOS-WSL#1101)"
+            } else {
+                ""
+            };
+            checks.warn(
+                id,
+                format!(
+                    "wsl-mnt-guard.service is {state} (result {}, status {status}){exec}: it does not guard /mnt/wsl, so stopping another systemd distro unmounts the shared /mnt/wsl/* mounts here",
+                    get("Result")
+                ),
+                "update NixOS-WSL (its fix for issue #1100 provides /bin/true), or give the unit a drop-in: systemd.services.wsl-mnt-guard = { overrideStrategy = \"asDropin\"; serviceConfig.ExecStart = [ \"\" \"${pkgs.coreutils}/bin/true\" ]; }; then `systemctl restart wsl-mnt-guard`; `journalctl -u wsl-mnt-guard` says why it stopped",
+            );
+        }
+    }
+}
+
 /// A regular file of at most 1 MiB, opened without following a symlink and
 /// without blocking on a FIFO.
 fn read_small_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -1039,6 +1257,17 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wsl_version_is_the_number_not_the_label() {
+        let out = "WSL-Version: 2.4.13.0\nKernelversion: 5.15.167.4-1\nWSLg-Version: 1.0.65\n";
+        assert_eq!(wsl_version(out).as_deref(), Some("2.4.13.0"));
+        assert_eq!(
+            wsl_version("Version de WSL\u{a0}: 2.6.1.0\n").as_deref(),
+            Some("2.6.1.0")
+        );
+        assert_eq!(wsl_version("Usage: wsl.exe [Argument]\n"), None);
+    }
 
     #[test]
     fn the_drive_dir_is_the_parent_of_windows() {

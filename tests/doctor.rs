@@ -57,7 +57,19 @@ fn healthy(sb: &mut Sandbox) -> Setup {
         "case \"$4\" in %ProgramData%) printf 'C:\\\\ProgramData\\r\\n' ;; *) exit 1 ;; esac",
     );
 
-    // udev answers; systemd knows nix-daemon, active, after the marker.
+    // WSL's release, and no Group Policy execution policy in the way.
+    sb.fake_exe(
+        &schtasks.with_file_name("wsl.exe"),
+        "printf 'WSL version: 2.4.13.0\\r\\nKernel version: 5.15.167.4-1\\r\\n'",
+    );
+    let powershell = schtasks.with_file_name("WindowsPowerShell/v1.0/powershell.exe");
+    sb.fake_exe(
+        &powershell,
+        "printf 'MachinePolicy=Undefined\\r\\nUserPolicy=Undefined\\r\\n'",
+    );
+
+    // udev answers; systemd knows nix-daemon, active, after the marker,
+    // and WSL's wsl-mnt-guard.service, active.
     let fake_bin = sb.path("fakebin");
     sb.fake_exe(&fake_bin.join("udevadm"), "exit 0");
     fake_systemctl(sb, "nix-mount-marker.service");
@@ -82,6 +94,7 @@ fn healthy(sb: &mut Sandbox) -> Setup {
                 "trigger": "task",
                 "taskName": "wsl-storage-mount",
                 "schtasksPath": schtasks.display().to_string(),
+                "powershellPath": powershell.display().to_string(),
             },
         }),
     );
@@ -141,12 +154,12 @@ fn schtasks_path(sb: &Sandbox) -> PathBuf {
 }
 
 /// systemctl show for nix-daemon.service and .socket, both active, both
-/// ordered after `after`.
+/// ordered after `after`; for wsl-mnt-guard.service, active.
 fn fake_systemctl(sb: &Sandbox, after: &str) {
     sb.fake_exe(
         &sb.path("fakebin/systemctl"),
         &format!(
-            "echo \"$*\" >> \"$0.calls\"\nprintf 'ActiveState=active\\nAfter={after} basic.target\\n\\nActiveState=active\\nAfter={after} sockets.target\\n'"
+            "echo \"$*\" >> \"$0.calls\"\ncase \"$*\" in *wsl-mnt-guard.service) printf 'LoadState=loaded\\nActiveState=active\\nSubState=exited\\nResult=success\\nExecMainStatus=0\\n'; exit 0 ;; esac\nprintf 'ActiveState=active\\nAfter={after} basic.target\\n\\nActiveState=active\\nAfter={after} sockets.target\\n'"
         ),
     );
 }
@@ -239,6 +252,9 @@ fn a_healthy_setup_is_all_ok() {
             "interop",
             "windows-task",
             "windows-installed-script",
+            "windows-execution-policy",
+            "wsl-version",
+            "wsl-mnt-guard",
             "mount",
             "instance-dir:nixos-wsl-dev",
             "instance-dir:nixos-wsl-main",
@@ -273,14 +289,14 @@ fn a_healthy_setup_is_all_ok() {
     let calls = std::fs::read_to_string(sb.path("fakebin/systemctl.calls")).unwrap();
     assert_eq!(
         calls,
-        "show -p ActiveState -p After nix-daemon.service nix-daemon.socket\n"
+        "show -p LoadState -p ActiveState -p SubState -p Result -p ExecMainStatus wsl-mnt-guard.service\nshow -p ActiveState -p After nix-daemon.service nix-daemon.socket\n"
     );
 
     let out = doctor(&sb, &s, false);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("doctor: 17 ok, 0 warning(s), 0 failed, 0 skipped"),
+        text.contains("doctor: 20 ok, 0 warning(s), 0 failed, 0 skipped"),
         "{text}"
     );
     assert!(!text.contains("fix:"), "{text}");
@@ -477,6 +493,28 @@ fn a_task_whose_last_run_failed_is_a_warning_with_its_meaning() {
         .as_str()
         .unwrap()
         .contains("still running (0x41301)"));
+    // Issue 17: exit 4 (an error attach.ps1 did not expect) is not "no
+    // disk"; 0x800704DD (schtasks prints it as -2147023651) is named.
+    for (result, meaning) in [
+        (
+            4,
+            "attach.ps1 exited 4: attach.ps1 stopped on an error it did not expect",
+        ),
+        (
+            -2147023651,
+            "(0x800704DD): its Windows user has no interactive session",
+        ),
+    ] {
+        fake_schtasks_with_result(&sb, 0, result);
+        let (_, report) = run_doctor(&sb, &s);
+        assert_eq!(not_ok(&report), ["windows-task=warn"], "{report:#}");
+        let message = check(&report, "windows-task")["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(meaning), "{message}");
+        assert!(!message.contains("diskSerialNumber"), "{message}");
+    }
 }
 
 /// A task registered by an older register-task.ps1 runs attach.ps1 from

@@ -108,17 +108,13 @@ fn compare_golden(name: &str, actual: &str) {
 }
 
 /// Every line of code that holds `value` assigns it as a single-quoted
-/// literal (`$X = '...'`, or expanded from one). Comments are the
+/// literal (`$X = '...'`). Comments are the
 /// template's own text (an example serial, say).
 fn only_in_literals(script: &str, value: &str) {
     let quoted = format!("'{}'", value.replace('\'', "''"));
     let code = script.lines().filter(|l| !l.trim_start().starts_with('#'));
     for line in code.filter(|l| l.contains(value)) {
-        let ok = line.starts_with('$')
-            && (line.ends_with(&format!("= {quoted}"))
-                || line.ends_with(&format!(
-                    "= [Environment]::ExpandEnvironmentVariables({quoted})"
-                )));
+        let ok = line.starts_with('$') && line.ends_with(&format!("= {quoted}"));
         assert!(ok, "{value:?} outside a literal assignment: {line}");
     }
 }
@@ -236,7 +232,7 @@ fn attach_script_does_what_the_issue_asks() {
     assert!(!has("$wsl = 'wsl.exe'"));
     // The transcript only in an administrators-only directory, never made
     // by this script (it would inherit %ProgramData%'s user-writable ACL).
-    assert!(has("$logProblem = Get-AdminOnlyProblem $logDir"));
+    assert!(has("$logProblem = Get-AdminOnlyProblem $logDir $true"));
     assert!(!has("New-Item"));
     // `wsl --list` lists distributions, not disks: it must not be used.
     assert!(!has("--list") && !has(" -l "), "wsl --list used");
@@ -331,8 +327,8 @@ fn the_task_runs_an_administrators_only_copy_of_attach_ps1() {
     ));
     // The task runs that copy, by full paths.
     assert!(has("$scriptPath = Join-Path $installDir 'attach.ps1'"));
-    assert!(has("$powershell = Join-Path $env:SystemRoot 'System32\\WindowsPowerShell\\v1.0\\powershell.exe'"));
-    assert!(has("New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"{0}\"' -f $scriptPath)"));
+    assert!(has("$powershell = [IO.Path]::Combine([Environment]::SystemDirectory, 'WindowsPowerShell\\v1.0\\powershell.exe')"));
+    assert!(has("New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File \"{0}\"' -f $scriptPath) -WorkingDirectory $installDir"));
     // The transcript goes there too by default.
     let attach = stdout(&helper(
         tmp.path(),
@@ -340,7 +336,7 @@ fn the_task_runs_an_administrators_only_copy_of_attach_ps1() {
         &["windows-script"],
     ));
     assert!(
-        attach.contains("$LogPath = [Environment]::ExpandEnvironmentVariables('%ProgramData%\\wsl-storage-mount\\attach.log')"),
+        attach.contains("$LogPathSetting = '%ProgramData%\\wsl-storage-mount\\attach.log'"),
         "{attach}"
     );
 }
@@ -1046,7 +1042,8 @@ fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
         json!({"trigger": "task", "taskName": "WSL\\attach storage",
                "schtasksPath": schtasks.display().to_string(), "triggerTimeout": 10}),
     );
-    // Before any run: "has not run yet"; after the first: exit 1 at a new
+    // Before any run: "has not run yet"; after each /Run the first query
+    // shows it running (0x41301); then, after the first: exit 1 at a new
     // last run time; after the second: exit 0, and the disk appears.
     let row = |time: &str, result: &str| {
         format!("printf '%s\\r\\n' '\"PC\",\"\\WSL\\attach storage\",\"N/A\",\"Bereit\",\"Nur interaktiv\",\"{time}\",\"{result}\",\"PC\\me\"'")
@@ -1054,9 +1051,11 @@ fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
     sb.fake_exe(
         &schtasks,
         &format!(
-            "printf '%s\\n' \"$*\" >> {calls}\nruns=$(grep -c '^/Run' {calls})\ncase \"$1\" in\n/Query)\n  case \"$runs\" in\n    0) {never} ;;\n    1) {failed} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'ERFOLGREICH: Die geplante Aufgabe wurde gestartet.'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
+            "printf '%s\\n' \"$*\" >> {calls}\n{counts}\ncase \"$1\" in\n/Query)\n  case \"$runs:$since\" in\n    0:*) {never} ;;\n    *:1) {running} ;;\n    1:*) {failed} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'ERFOLGREICH: Die geplante Aufgabe wurde gestartet.'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 0.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
             calls = sb.path("calls").display(),
+            counts = query_counts(&sb),
             never = row("N/A", "267011"),
+            running = row("25.11.2026 07:00:00", "267009"),
             failed = row("25.11.2026 07:00:01", "1"),
             ok = row("25.11.2026 07:00:09", "0"),
         ),
@@ -1087,6 +1086,60 @@ fn a_started_task_whose_attach_failed_is_logged_and_started_again() {
         log.contains("INFO  Windows trigger attempt 1: exited with 0: ERFOLGREICH"),
         "{log}"
     );
+}
+
+/// Shell lines for a fake schtasks.exe that set `runs` (the /Run calls so
+/// far) and `since` (the /Query calls since the last /Run, this one
+/// included), from the calls file the fake appends to first.
+fn query_counts(sb: &Sandbox) -> String {
+    format!(
+        "runs=$(grep -c '^/Run' {calls})\nsince=$(awk '/^\\/Run/ {{ n = 0; next }} /^\\/Query/ {{ n++ }} END {{ print n + 0 }}' {calls})",
+        calls = sb.path("calls").display()
+    )
+}
+
+/// Issue 17 item 10: the query before `/Run` fails, and the task does not
+/// start on the first `/Run`; the queries after it show the previous run's
+/// result (0, at an old time). That is not this run's success: a result is
+/// taken only after the task was seen running (0x41301). So the attempt
+/// ends without a verdict, the next miss starts the task again, and that
+/// run (running, then 0) attaches the disk. Taken as success, the first
+/// attempt would have ended the attempts and the disk would never come.
+#[test]
+fn a_result_not_preceded_by_a_running_task_is_not_taken() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let schtasks = sb.path("win/schtasks.exe");
+    let (node, cfg) = trigger_setup(
+        &mut sb,
+        40,
+        json!({"trigger": "task", "taskName": "wsl-storage-mount",
+               "schtasksPath": schtasks.display().to_string(),
+               "triggerTimeout": 3, "triggerAttempts": 3}),
+    );
+    let row = |time: &str, result: &str| {
+        format!("printf '%s\\r\\n' '\"PC\",\"\\wsl-storage-mount\",\"N/A\",\"Ready\",\"Interactive only\",\"{time}\",\"{result}\",\"PC\\me\"'")
+    };
+    sb.fake_exe(
+        &schtasks,
+        &format!(
+            "printf '%s\\n' \"$*\" >> {calls}\n{counts}\ncase \"$1\" in\n/Query)\n  case \"$runs:$since\" in\n    0:*) exit 1 ;;\n    1:*) {old} ;;\n    *:1) {running} ;;\n    *) {ok} ;;\n  esac ;;\n/Run)\n  echo 'SUCCESS: Attempted to run the scheduled task \"wsl-storage-mount\".'\n  [ \"$runs\" -ge 2 ] && setsid -f sh -c 'sleep 1.5; ln -s {node} /dev/disk/by-id/{BY_ID_NAME}' >/dev/null 2>&1 ;;\nesac\nexit 0",
+            calls = sb.path("calls").display(),
+            counts = query_counts(&sb),
+            old = row("24.11.2026 07:00:00", "0"),
+            running = row("25.11.2026 07:00:00", "267009"),
+            ok = row("25.11.2026 07:00:00", "0"),
+        ),
+    );
+    let out = sb.helper(&cfg, &["mount"]);
+    assert_mounted(&sb, &out);
+    assert_eq!(runs(&sb).len(), 2, "{:?}", calls(&sb));
+    let log = sb.log();
+    let first = log
+        .lines()
+        .find(|l| l.contains("Windows trigger attempt 1: task result:"))
+        .unwrap_or_else(|| panic!("no task result for attempt 1:\n{log}"));
+    assert!(first.contains(" WARN "), "{first}");
+    assert!(first.contains("never seen running"), "{first}");
 }
 
 /// A trigger program that exits but leaves a child holding its output
@@ -1233,5 +1286,180 @@ fn doctor_compares_the_installed_attach_script_by_hash() {
     assert!(
         check["message"].as_str().unwrap().contains("cannot read"),
         "{check}"
+    );
+}
+
+/// Issue 17: doctor names a Group Policy execution policy that overrides
+/// `-ExecutionPolicy Bypass`, the WSL release (`wsl.exe --version`), and
+/// whether WSL's wsl-mnt-guard.service exists and runs (microsoft/WSL#41084;
+/// on NixOS it failed with 203/EXEC before NixOS-WSL#1101). Fakes answer
+/// what the file `state/<name>` holds.
+#[test]
+fn doctor_names_the_execution_policy_the_wsl_version_and_the_mnt_guard() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (schtasks, _mnt) = fake_windows(sb.dir.path(), None);
+    let system32 = schtasks.parent().unwrap().to_path_buf();
+    let powershell = system32.join("WindowsPowerShell/v1.0/powershell.exe");
+    let state = sb.path("state");
+    fs::create_dir_all(&state).unwrap();
+    let answer = |name: &str| {
+        format!(
+            "printf '%s\\n' \"$*\" >> {state}/{name}.calls\ncat {state}/{name}\nexit $(cat {state}/{name}.exit 2>/dev/null || echo 0)",
+            state = state.display()
+        )
+    };
+    sb.fake_exe(&schtasks, "exit 1");
+    sb.fake_exe(&system32.join("wsl.exe"), &answer("wsl"));
+    sb.fake_exe(&powershell, &answer("powershell"));
+    sb.fake_exe(&sb.path("fakebin/systemctl"), &answer("systemctl"));
+    let cfg = sb.config(
+        "config.json",
+        json!({
+            "fsUuid": UUID,
+            "mountPoint": sb.path("storage").display().to_string(),
+            "diskSerialNumber": "S1",
+            "windows": {"trigger": "task", "taskName": "wsl-storage-mount", "schtasksPath": schtasks.display().to_string(),
+                        "powershellPath": powershell.display().to_string(), "triggerTimeout": 5},
+        }),
+    );
+    let set = |name: &str, text: &str, code: i32| {
+        fs::write(state.join(name), text).unwrap();
+        fs::write(state.join(format!("{name}.exit")), code.to_string()).unwrap();
+    };
+    let check = |id: &str| -> Value {
+        let path = format!(
+            "{}:{}",
+            sb.path("fakebin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = sb
+            .helper_cmd(&cfg, &["doctor", "--json"])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} check: {report:#}"))
+            .clone()
+    };
+    let text = |c: &Value| format!("{} {}", c["message"], c["fix"]);
+
+    // Group Policy: AllSigned at machine scope stops attach.ps1.
+    set(
+        "powershell",
+        "MachinePolicy=AllSigned\r\nUserPolicy=Undefined\r\n",
+        0,
+    );
+    set(
+        "wsl",
+        "WSL version: 2.4.13.0\r\nKernel version: 5.15.167.4-1\r\n",
+        0,
+    );
+    set("systemctl", "LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\nExecMainStatus=0\n", 0);
+    let policy = check("windows-execution-policy");
+    assert_eq!(policy["level"], "fail", "{policy}");
+    assert!(
+        text(&policy).contains("MachinePolicy AllSigned"),
+        "{policy}"
+    );
+    assert!(
+        text(&policy).contains("overrides -ExecutionPolicy Bypass"),
+        "{policy}"
+    );
+    let calls = fs::read_to_string(state.join("powershell.calls")).unwrap();
+    assert!(
+        calls.contains("-NoProfile -NonInteractive -Command 'MachinePolicy=' + (Get-ExecutionPolicy -Scope MachinePolicy)"),
+        "{calls}"
+    );
+    let version = check("wsl-version");
+    assert_eq!(version["level"], "ok", "{version}");
+    assert!(text(&version).contains("WSL 2.4.13.0"), "{version}");
+    let guard = check("wsl-mnt-guard");
+    assert_eq!(guard["level"], "warn", "{guard}");
+    assert!(
+        text(&guard).contains("does not exist") && text(&guard).contains("#41084"),
+        "{guard}"
+    );
+    let calls = fs::read_to_string(state.join("systemctl.calls")).unwrap();
+    assert!(calls.contains("wsl-mnt-guard.service"), "{calls}");
+
+    // No blocking policy; the inbox WSL (no --version); the guard failing
+    // to exec /bin/true, as on NixOS before NixOS-WSL#1101.
+    set(
+        "powershell",
+        "MachinePolicy=Undefined\r\nUserPolicy=RemoteSigned\r\n",
+        0,
+    );
+    set(
+        "wsl",
+        "Usage: wsl.exe [Argument] [Options...] [CommandLine]\r\n",
+        255,
+    );
+    set("systemctl", "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainStatus=203\n", 0);
+    let policy = check("windows-execution-policy");
+    assert_eq!(policy["level"], "ok", "{policy}");
+    let version = check("wsl-version");
+    assert_eq!(version["level"], "warn", "{version}");
+    assert!(text(&version).contains("wsl --update"), "{version}");
+    let guard = check("wsl-mnt-guard");
+    assert_eq!(guard["level"], "warn", "{guard}");
+    assert!(
+        text(&guard).contains("203/EXEC") && text(&guard).contains("NixOS-WSL#1101"),
+        "{guard}"
+    );
+
+    // The guard runs.
+    set(
+        "systemctl",
+        "LoadState=loaded\nActiveState=active\nSubState=exited\nResult=success\nExecMainStatus=0\n",
+        0,
+    );
+    let guard = check("wsl-mnt-guard");
+    assert_eq!(guard["level"], "ok", "{guard}");
+}
+
+/// Issue 17 item 5: the README's section on the task says what it is (a
+/// UAC bypass by construction that the scripts narrow to the attach), what
+/// stays open (the .NET profiler variables, and why no cmd.exe launch), and
+/// what the embedded SHA-256 is worth; and names each hardening the
+/// scripts do (scripts/check-powershell.py holds the scripts to them).
+#[test]
+fn the_readme_says_what_the_task_hardens_and_what_stays_open() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("### Why the task runs a copy in %ProgramData%\n")
+        .expect("README lacks the section");
+    let rest = &readme[start..];
+    let section = &rest[..rest[4..].find("\n## ").map_or(rest.len(), |i| i + 4)];
+    let flat = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "a UAC bypass",
+        "Microsoft does not treat UAC as a security boundary",
+        "#### What this does not close",
+        "`COR_PROFILER`",
+        "`COMPlus_*`",
+        "`cmd.exe /d /c`",
+        "catches a file damaged in transit, not one changed on purpose",
+        "trusts whatever could write it",
+        "OWNER RIGHTS (S-1-3-4)",
+        "`[Environment]::SystemDirectory`",
+        "`$PSModuleAutoLoadingPreference = 'None'`",
+        "`$PSHOME\\Modules`",
+        "Administrator Protection",
+        "exit 4",
+        "`#Requires -PSEdition Desktop`",
+    ] {
+        assert!(flat.contains(needle), "the README section lacks {needle:?}");
+    }
+    // The copy narrows the bypass; it is not called the end of it.
+    assert!(
+        !flat.contains("a local privilege escalation. So:"),
+        "{flat}"
     );
 }

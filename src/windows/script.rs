@@ -219,7 +219,7 @@ mod tests {
         .unwrap();
         let attach = attach_script(&cfg).unwrap();
         assert!(attach.contains("$DiskSerialNumber = 'E823_8FA6.'"));
-        assert!(attach.contains("ExpandEnvironmentVariables('D:\\l.log')"));
+        assert!(attach.contains("$LogPathSetting = 'D:\\l.log'"));
         assert!(!has_placeholder(&attach), "a placeholder is left");
         let register = register_script(&cfg).unwrap();
         assert!(register.contains("$TaskName = 't'"));

@@ -112,14 +112,25 @@ pub fn script_command(script: &str) -> String {
     )
 }
 
+/// attach.ps1's exit code for an error it did not expect (its `trap`):
+/// powershell.exe -File ends an unhandled terminating error with 1, which
+/// is also "no disk", so the script turns those into 4.
+pub const ATTACH_UNEXPECTED: i64 = 4;
+
 /// What attach.ps1's exit code means (see its header), and 3 of the
 /// script trigger's command.
 pub fn attach_exit_meaning(code: i64) -> &'static str {
     match code {
         0 => "the disk is attached",
-        1 => "no disk, or more than one, has diskSerialNumber; its transcript lists the disks Windows sees",
-        2 => "wsl --mount failed or the disk holds Windows; its transcript says which",
+        // powershell.exe -File also ends with 1 when it refuses to run the
+        // script at all: a Group Policy execution policy (MachinePolicy or
+        // UserPolicy scope) overrides -ExecutionPolicy Bypass
+        // (about_Execution_Policies); then the transcript has no entry for
+        // this run.
+        1 => "no disk, or more than one, has diskSerialNumber; its transcript lists the disks Windows sees (no entry for this run in the transcript: powershell.exe refused the script, e.g. a Group Policy execution policy overrides -ExecutionPolicy Bypass; `wsl-storage-mount doctor` checks)",
+        2 => "wsl --mount failed, the disk may hold Windows, or .NET profiler variables are set; its transcript says which",
         3 => "the attach script is not where windows.scriptPath says",
+        ATTACH_UNEXPECTED => "attach.ps1 stopped on an error it did not expect; its transcript (windows.logPath) names it and the line",
         _ => "an unexpected exit code; see the transcript",
     }
 }
@@ -128,6 +139,12 @@ pub fn attach_exit_meaning(code: i64) -> &'static str {
 pub const TASK_RUNNING: i64 = 0x41301;
 /// ... before it ever ran (SCHED_S_TASK_HAS_NOT_RUN).
 pub const TASK_HAS_NOT_RUN: i64 = 0x41303;
+/// HRESULT_FROM_WIN32(ERROR_NOT_LOGGED_ON): a task registered "run only
+/// when the user is logged on" (LogonType Interactive, as register-task.ps1
+/// does) cannot start while its user has no interactive session (Task
+/// Scheduler result codes, Microsoft docs; winerror.h ERROR_NOT_LOGGED_ON
+/// 1245 = 0x4DD).
+pub const TASK_NOT_LOGGED_ON: u32 = 0x800704DD;
 
 /// What `schtasks /Query /V /FO CSV /NH` says of one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,8 +207,14 @@ pub enum TaskVerdict {
 pub fn describe_task_result(code: i64) -> (TaskVerdict, String) {
     // schtasks prints HRESULTs as negative decimals; show them as Windows does.
     let hex = format!("0x{:X}", code as u32);
+    if code as u32 == TASK_NOT_LOGGED_ON {
+        return (
+            TaskVerdict::Failed,
+            format!("the task cannot start ({hex}): its Windows user has no interactive session, and the task runs only while that user is logged on; log on to Windows as that user (the logon trigger then attaches the disk)"),
+        );
+    }
     match code {
-        0..=2 => (
+        0..=2 | ATTACH_UNEXPECTED => (
             if code == 0 {
                 TaskVerdict::Succeeded
             } else {
@@ -270,6 +293,18 @@ fn query_task(
 
 /// After `schtasks /Run` started the task: follow its last result until
 /// the run that was started has ended or `deadline`.
+///
+/// A result counts only once a query has shown the task running (Last
+/// Result 0x41301) and a later one shows something else: that is the end
+/// of a run that happened after `/Run`. A changed Last Run Time alone is
+/// not enough: when the query before `/Run` failed there is nothing to
+/// compare with, and the previous run's result would be read as this
+/// one's. So for "started, then finished with 0" the queries after `/Run`
+/// must answer, in this order: at least one row with Last Result 267009
+/// (0x41301), then a row with Last Result 0 (failed queries in between are
+/// asked again). A run too short to be seen running is not taken: its
+/// attempt ends at triggerTimeout without a verdict, and the next miss
+/// starts the task again.
 fn follow_task(
     win: &WindowsConfig,
     task: &str,
@@ -278,6 +313,7 @@ fn follow_task(
     cancel: &AtomicBool,
 ) -> Option<(TaskVerdict, String)> {
     let mut last: Result<TaskRun, String> = Err("not asked".into());
+    let mut seen_running = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if cancel.load(Ordering::Relaxed) {
@@ -286,8 +322,9 @@ fn follow_task(
         if !left.is_zero() {
             last = query_task(win, task, left.max(Duration::from_secs(1)), cancel);
             if let Ok(run) = &last {
-                let new_run = before != Some(run.last_run.as_str());
-                if new_run && run.last_result != TASK_RUNNING {
+                if run.last_result == TASK_RUNNING {
+                    seen_running = true;
+                } else if seen_running {
                     return Some(describe_task_result(run.last_result));
                 }
             }
@@ -304,6 +341,10 @@ fn follow_task(
         }
     }
     Some(match last {
+        Ok(run) if seen_running => {
+            let (verdict, text) = describe_task_result(run.last_result);
+            (verdict, format!("{text} after windows.triggerTimeout ({} s)", win.trigger_timeout))
+        }
         Ok(run) if before == Some(run.last_run.as_str()) => (
             TaskVerdict::NotRun,
             format!(
@@ -312,8 +353,14 @@ fn follow_task(
             ),
         ),
         Ok(run) => {
-            let (verdict, text) = describe_task_result(run.last_result);
-            (verdict, format!("{text} after windows.triggerTimeout ({} s)", win.trigger_timeout))
+            let (_, text) = describe_task_result(run.last_result);
+            (
+                TaskVerdict::Unknown,
+                format!(
+                    "the task was never seen running (Last Result 0x41301) within windows.triggerTimeout ({} s), so its last result ({text}, last run {}) may be an earlier run's and is not taken",
+                    win.trigger_timeout, run.last_run
+                ),
+            )
         }
         Err(why) => (
             TaskVerdict::Unknown,
@@ -702,6 +749,24 @@ mod tests {
         assert_eq!(describe_task_result(2).0, TaskVerdict::Failed);
         assert_eq!(describe_task_result(0x41301).0, TaskVerdict::Running);
         assert_eq!(describe_task_result(0x41303).0, TaskVerdict::NotRun);
+        // An unexpected error in attach.ps1 is not "no disk".
+        let (v, text) = describe_task_result(4);
+        assert_eq!(v, TaskVerdict::Failed);
+        assert!(text.contains("did not expect"), "{text}");
+        assert!(!text.contains("diskSerialNumber"), "{text}");
+        // Exit 1 also names a Group Policy execution policy.
+        assert!(describe_task_result(1)
+            .1
+            .contains("Group Policy execution policy"));
+        // 0x800704DD, as schtasks prints it (negative decimal) and as hex.
+        for code in [-2147023651, 0x800704DD] {
+            let (v, text) = describe_task_result(code);
+            assert_eq!(v, TaskVerdict::Failed);
+            assert!(
+                text.contains("0x800704DD") && text.contains("no interactive session"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
