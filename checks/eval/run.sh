@@ -13,18 +13,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-if [[ -z "${NIXPKGS_LIB:-}" ]]; then
-  candidates=("$repo/../shared/nixpkgs-lib/lib")
-  if common=$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null); then
-    candidates+=("$(dirname "$common")/../shared/nixpkgs-lib/lib")
-  fi
-  for candidate in "${candidates[@]}"; do
-    if [[ -f "$candidate/default.nix" ]]; then
-      NIXPKGS_LIB=$candidate
-      break
-    fi
-  done
-fi
+# shellcheck source=checks/eval/find-lib.sh
+source "$here/find-lib.sh"
+find_nixpkgs_lib "$repo"
 if [[ -z "${NIXPKGS_LIB:-}" ]]; then
   message="no nixpkgs lib: NIXPKGS_LIB is not set and ../shared/nixpkgs-lib/lib is not beside the checkout; point NIXPKGS_LIB at a nixpkgs lib directory (e.g. NIXPKGS_LIB=/path/to/nixpkgs/lib)"
   if [[ "${CI:-}" == true ]]; then
