@@ -169,6 +169,28 @@ printf '%s\n' "${{COMPREPLY[@]}}""#,
         .collect()
 }
 
+/// Whether this bash has programmable completion (`complete`): a bash built
+/// without readline, as in the Nix build sandbox, has not.
+fn bash_can_complete() -> bool {
+    let builtin = Command::new("bash")
+        .args([
+            "--norc",
+            "--noprofile",
+            "-c",
+            "[ \"$(type -t complete)\" = builtin ]",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !builtin {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "bash has no `complete` builtin under CI=true"
+        );
+        common::record_skip("bash completes: this bash has no programmable completion");
+    }
+    builtin
+}
+
 #[test]
 fn completions_parse_and_bash_completes_commands_and_options() {
     let dir = generate();
@@ -176,19 +198,21 @@ fn completions_parse_and_bash_completes_commands_and_options() {
     let bash = completions.join("wsl-storage-mount.bash");
     let out = Command::new("bash").arg("-n").arg(&bash).output().unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
-    assert_eq!(
-        bash_completes(&bash, &["wsl-storage-mount", "mig"]),
-        ["migrate"]
-    );
-    assert_eq!(
-        bash_completes(&bash, &["wsl-storage-mount", "migrate", "--re"]),
-        ["--resume"]
-    );
-    assert_eq!(
-        bash_completes(&bash, &["wsl-storage-mount", "sync-boot", "--clo"]),
-        ["--closure-only"]
-    );
-
+    if bash_can_complete() {
+        assert_eq!(
+            bash_completes(&bash, &["wsl-storage-mount", "mig"]),
+            ["migrate"]
+        );
+        // A subcommand's own options (clap-rs/clap#6421: none before the fix).
+        assert_eq!(
+            bash_completes(&bash, &["wsl-storage-mount", "migrate", "--re"]),
+            ["--resume"]
+        );
+        assert_eq!(
+            bash_completes(&bash, &["wsl-storage-mount", "sync-boot", "--clo"]),
+            ["--closure-only"]
+        );
+    }
     if tool_for_case("zsh", "zsh", "zsh completion parses") {
         let out = Command::new("zsh")
             .arg("-n")
