@@ -5,7 +5,8 @@
 #   docs/options.md   the module's option declarations (nixos/), evaluated with a nixpkgs
 #                     lib (NIXPKGS_LIB, else ../shared/nixpkgs-lib/lib, as checks/eval/run.sh)
 # The man pages and shell completions come from the same generator when the package
-# is built (package.nix); they are not checked in.
+# is built (package.nix); they are not checked in. docs/troubleshooting.md is written
+# by hand; this checks that it names every `doctor` check, and only those.
 #
 #   scripts/gen-docs.sh           write the files that changed
 #   scripts/gen-docs.sh --check   write nothing; exit 1, with a diff, when a checked-in
@@ -60,8 +61,11 @@ else
   skipped+=("docs/options.md")
 fi
 
+# Hand-written, but named after the code: troubleshooting.md's `doctor` checks.
+python3 scripts/check-doctor-docs.py || outdated+=("docs/troubleshooting.md")
+
 if [[ ${#outdated[@]} -ne 0 ]]; then
-  echo "out of date: ${outdated[*]}: run scripts/gen-docs.sh and commit the result"
+  echo "out of date: ${outdated[*]}: run scripts/gen-docs.sh (troubleshooting.md: edit it) and commit the result"
   exit 1
 fi
 if [[ ${#skipped[@]} -ne 0 && "${CI:-}" == true ]]; then
