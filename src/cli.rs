@@ -1,5 +1,5 @@
 //! The command line. It is a contract: the NixOS module's units, the VM
-//! tests and the README depend on these names.
+//! tests and the docs (docs/commands.md is generated from it) depend on these names.
 
 use std::path::PathBuf;
 
