@@ -6,7 +6,9 @@
 #                     lib (NIXPKGS_LIB, else ../shared/nixpkgs-lib/lib, as checks/eval/run.sh)
 # The man pages and shell completions come from the same generator when the package
 # is built (package.nix); they are not checked in. docs/troubleshooting.md is written
-# by hand; this checks that it names every `doctor` check, and only those.
+# by hand; this checks that it names every `doctor` check, and only those. With
+# --check it also runs scripts/check-package-docs.sh: package.nix installs the pages
+# and completions.
 #
 #   scripts/gen-docs.sh           write the files that changed
 #   scripts/gen-docs.sh --check   write nothing; exit 1, with a diff, when a checked-in
@@ -42,7 +44,11 @@ publish() {
   fi
 }
 
-cargo run --quiet -- __generate-docs "$work/gen"
+cargo build --quiet
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+helper=$target_dir/debug/wsl-storage-mount
+"$helper" __generate-docs "$work/gen"
 publish "$work/gen/commands.md" docs/commands.md
 
 # shellcheck source=checks/eval/find-lib.sh
@@ -55,6 +61,10 @@ if [[ -n "${NIXPKGS_LIB:-}" && -f "$NIXPKGS_LIB/default.nix" ]] && command -v ni
   python3 -c 'import json, sys; sys.stdout.write(json.load(open(sys.argv[1])))' \
     "$work/options.json" >"$work/options.md"
   publish "$work/options.md" docs/options.md
+  # Not a file of docs/: that package.nix installs the man pages and completions.
+  if $check; then
+    NIXPKGS_LIB=$NIXPKGS_LIB scripts/check-package-docs.sh "$helper" || outdated+=("package.nix")
+  fi
 else
   why="no nixpkgs lib (NIXPKGS_LIB, or ../shared/nixpkgs-lib/lib beside the checkout) or no nix-instantiate (apt-get install nix-bin)"
   echo "docs/options.md: not generated: $why"
@@ -65,7 +75,7 @@ fi
 python3 scripts/check-doctor-docs.py || outdated+=("docs/troubleshooting.md")
 
 if [[ ${#outdated[@]} -ne 0 ]]; then
-  echo "out of date: ${outdated[*]}: run scripts/gen-docs.sh (troubleshooting.md: edit it) and commit the result"
+  echo "FAILED: ${outdated[*]} (see above; a generated file: run scripts/gen-docs.sh and commit the result)"
   exit 1
 fi
 if [[ ${#skipped[@]} -ne 0 && "${CI:-}" == true ]]; then
