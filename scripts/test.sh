@@ -93,6 +93,9 @@ fi
 step "module evaluation tests (checks/eval; under CI=true a missing nixpkgs lib fails)"
 run eval-tests bash checks/eval/run.sh
 
+step "generated docs are what the code generates (scripts/gen-docs.sh --check: docs/commands.md, docs/options.md)"
+run generated-docs scripts/gen-docs.sh --check
+
 step "the boot twin: the module's units in a real systemd under QEMU (scripts/twin.sh; checks/twin)"
 run boot-twin scripts/twin.sh
 

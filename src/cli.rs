@@ -1,5 +1,5 @@
 //! The command line. It is a contract: the NixOS module's units, the VM
-//! tests and the README depend on these names.
+//! tests and the docs (docs/commands.md is generated from it) depend on these names.
 
 use std::path::PathBuf;
 
@@ -7,24 +7,12 @@ use clap::{Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG;
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  unexpected error
-  2  bad config or usage
-  3  device not found within waitTimeout
-  4  no filesystem, the wrong one, a partitioned or ambivalent disk, or fsck failed
-  5  mount failed, the mount point is taken, or its path has a symlink or a file
-  6  store not safe to bind over /nix
-  7  sync-boot failed; the previous boot generation is kept
-  8  migrate, bench: not enough room on the disk";
-
 #[derive(Debug, Parser)]
 #[command(
     name = "wsl-storage-mount",
     version,
     about = "Mount a disk attached with `wsl --mount --bare`, prepare per-instance dirs and guard the /nix bind",
-    after_help = EXIT_CODES,
+    after_help = crate::exit::Exit::help_table(),
 )]
 pub struct Cli {
     /// The JSON config (keys are the NixOS module's option names).

@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod doctor;
 mod exit;
+mod gendocs;
 mod log;
 mod mountinfo;
 mod proc;
@@ -124,6 +125,11 @@ fn print_stdout(text: &str) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The documentation generator (scripts/gen-docs.sh, package.nix) is not
+    // a clap subcommand: clap_complete would offer even a hidden one.
+    if let Some(code) = gendocs::from_args(std::env::args_os()) {
+        return code;
+    }
     let cli = Cli::parse();
     crate::log::init(cli.verbose);
     crate::state::set_run_dir(cli.run_dir.clone());

@@ -1,7 +1,7 @@
 //! The Rust twins of the NixOS VM tests in checks/vm/: each VM scenario's
 //! logic, run here against the real binary, real loop devices and a private
 //! mount namespace (the VM tests themselves need KVM and a full nixpkgs).
-//! Scenarios already covered elsewhere are named in the README's table.
+//! Scenarios already covered elsewhere are named in docs/development.md's table.
 
 mod common;
 

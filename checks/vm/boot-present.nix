@@ -1,6 +1,6 @@
 # Scenario 1: the fake NVMe disk is there at boot; the whole chain comes up.
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { wslTest, ... }:
 {
   name = "wsl-storage-mount-boot-present";

@@ -2,7 +2,7 @@
 # nixStoreSubdir = "../etc" must not evaluate, and a failed assertion must name
 # the option. This is an evaluation check: no VM, nothing to boot. The same
 # module with a good subdir is the control, so the failure is the subdir's.
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { pkgs, self }:
 let
   inherit (pkgs) lib;

@@ -1,7 +1,7 @@
 # Scenario 2: the disk appears 10 s after the image is ready, while the helper
 # is already waiting for it; the helper waits, then succeeds.
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 #
 # The late attach is a delayed test-only unit, not a command from the test
 # script: the driver's root shell (backdoor.service in nixpkgs'

@@ -4,7 +4,7 @@
 # nix-daemon stays off the VHDX store, with "fallback" it runs on it and
 # `wsl-storage-mount status` says degraded.
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { wslTest, ... }:
 let
   # No fake disk at all: this by-id name never exists.

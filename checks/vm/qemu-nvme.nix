@@ -4,7 +4,7 @@
 # false), so the disk can be a fresh filesystem made on the host: the test
 # script formats the raw image in the VM's state dir before start().
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { wslTest, hostPkgs, ... }:
 {
   name = "wsl-storage-mount-qemu-nvme";

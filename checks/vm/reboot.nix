@@ -2,7 +2,7 @@
 # disks (root and the fake disk's carrier) live in the test's state dir and
 # survive reboot(), so the second boot finds the same image, already seeded.
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { wslTest, ... }:
 {
   name = "wsl-storage-mount-reboot";

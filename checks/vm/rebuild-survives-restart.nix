@@ -27,7 +27,7 @@
 #
 # What it does not cover: NixOS-WSL's own shim (/sbin/init) and WSL itself;
 # the Rust integration tests of `sync-boot` against real chroot stores are
-# the executable twin (see the README).
+# the executable twin (see docs/development.md).
 { wslTest, ... }:
 {
   name = "wsl-storage-mount-rebuild-survives-restart";

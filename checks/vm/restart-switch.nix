@@ -3,7 +3,7 @@
 # "The same mount" is the same mountinfo ID: an unmount and remount would get
 # a new one, a second mount on top would add one.
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { wslTest, ... }:
 {
   name = "wsl-storage-mount-restart-switch";

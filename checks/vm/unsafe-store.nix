@@ -4,7 +4,7 @@
 # keeps running on its own store (onMissing = "fallback", so nix-daemon is
 # expected to serve the VM's own store).
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { wslTest, ... }:
 {
   name = "wsl-storage-mount-unsafe-store";

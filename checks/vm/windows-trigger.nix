@@ -4,7 +4,7 @@
 # returns at once, as the real one returns once the elevated task is started.
 # The helper's wait must then find the disk, and its log must show the trigger.
 # bindTarget is /nix-storage, not /nix (see wslTest.bindTarget in default.nix).
-# Its Rust twin is listed in the README (NixOS VM tests).
+# Its Rust twin is listed in docs/development.md (NixOS VM tests).
 { wslTest, ... }:
 let
   # Distinct from the program name, so finding it in the log means something.
