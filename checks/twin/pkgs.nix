@@ -71,6 +71,9 @@ let
     };
     buildPackages = self;
 
+    # pkgs.formats.ini, for the real NixOS-WSL modules' wsl.conf option.
+    formats = import ../eval/stub-formats.nix { inherit lib; };
+
     # The helper: the binary built on the host, copied in. Imported with
     # builtins.path so a rebuilt binary is a new store path.
     wsl-storage-mount =

@@ -16,6 +16,9 @@
   helperBinary,
   settingsJson ? "{}",
   generation ? "1",
+  # A NixOS-WSL checkout (../shared/nixos-wsl): its real modules are
+  # evaluated with the module; "" for the stand-ins of what they set.
+  nixosWslPath ? "",
 }:
 
 let
@@ -24,10 +27,15 @@ let
   rendered = import ./render.nix {
     inherit lib pkgs;
     settings = builtins.fromJSON settingsJson;
-    # NixOS's options stubbed (checks/eval); the NixOS-WSL modules' part is
-    # played by render.nix until their real modules can be evaluated here:
-    # then `wslModules = [ <nixos-wsl>/modules ];` (and the NixOS stubs
-    # they need in nixosModules).
+    # NixOS's options stubbed as checks/eval stubs them; with a NixOS-WSL
+    # checkout its real modules too (else render.nix plays their part).
+    wslModules = lib.optionals (nixosWslPath != "") [
+      (/. + nixosWslPath + "/modules")
+      {
+        wsl.enable = true;
+        _module.args.modulesPath = toString ../eval/stub-modules;
+      }
+    ];
   };
 
   q = lib.escapeShellArg;
