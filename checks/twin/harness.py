@@ -277,8 +277,12 @@ class Machine:
         self.windows_runs = []
         self.on_windows_run = None
         self.disk_img = self.dir / "storage.img" if disk else None
+        # generations: how many (all with these settings), or a list of
+        # settings, one per generation (a deployment that changes them).
+        if isinstance(generations, int):
+            generations = [settings] * generations
         self.generations = [
-            host.build_generation(settings, g) for g in range(1, generations + 1)
+            host.build_generation(s, g) for g, s in enumerate(generations, start=1)
         ]
         self._make_disks(disk_store)
 

@@ -163,6 +163,10 @@ let
     mountConfig = { };
   };
 
+  # Whether a unit option has a value: NixOS declares some without a default
+  # (startLimitBurst), and reading those undefined is an error, as in NixOS.
+  defined = def: key: def ? ${key} && (builtins.tryEval def.${key}).success;
+
   # Two definitions of one key of an attrsOf unitOption merge as NixOS
   # merges them: lists concatenate, other values must be equal.
   mergeSection =
@@ -214,10 +218,10 @@ let
         }
         // lib.optionalAttrs (def.description != "") { Description = def.description; }
         // lib.optionalAttrs (def.documentation != [ ]) { Documentation = toString def.documentation; }
-        // lib.optionalAttrs (def ? startLimitIntervalSec) {
+        // lib.optionalAttrs (defined def "startLimitIntervalSec") {
           StartLimitIntervalSec = toString def.startLimitIntervalSec;
         }
-        // lib.optionalAttrs (def ? startLimitBurst) { StartLimitBurst = toString def.startLimitBurst; };
+        // lib.optionalAttrs (defined def "startLimitBurst") { StartLimitBurst = toString def.startLimitBurst; };
     in
     mergeSection name "unitConfig" generated def.unitConfig;
 
@@ -300,9 +304,12 @@ let
         "startAt"
       ];
       path = def.path ++ defaultServicePath;
+      # NixOS's own option declarations (checks/eval/stub-nixos.nix, as
+      # systemd-unit-options.nix) fill environment.PATH from `path`, the
+      # default service path included; without them it is done here.
       environment =
         if def.environment ? PATH then
-          throw "${name}: environment.PATH is set; NixOS sets it from `path`"
+          (systemdCfg.globalEnvironment or { }) // def.environment
         else
           (systemdCfg.globalEnvironment or { })
           // def.environment
