@@ -542,5 +542,8 @@ assert checked;
   configFile =
     if config.wslStorageMount.enable then "${config.wslStorageMount.configFile}" else null;
   etc = etcEntries;
-  systemPackages = config.environment.systemPackages;
+  # Only the module's own packages (the NixOS-WSL modules' want nixpkgs').
+  systemPackages = lib.concatMap (def: def.value) (
+    lib.filter (def: ownFile def.file) options.environment.systemPackages.definitionsWithLocations
+  );
 }
