@@ -233,6 +233,32 @@ fn spawn_in_own_group(cmd: &mut Command, pgid: Option<i32>) -> io::Result<Child>
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty program"));
     }
     cmd.process_group(pgid.unwrap_or(0));
+    // Children die with the helper, also when it is SIGKILLed (no handler
+    // runs then): the kernel sends SIGKILL when the thread that started the
+    // child ends. Every function here waits for its child in the thread
+    // that spawned it, so that thread outlives the child. The parent may
+    // already be gone between fork and prctl: then exit at once.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
     let child = cmd.spawn()?;
     if pgid.is_none() {
         live().push(child.id() as i32);

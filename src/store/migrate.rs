@@ -704,8 +704,8 @@ fn verify_copy(dir: &Path, system: &System) -> Result<Checked> {
 
 /// Nix's own check of the copy: every valid path's content hash.
 fn verify_contents(cfg: &Config, partial: &str) -> Result<()> {
-    let store =
-        format!("local?real={partial}/store&state={partial}/var/nix&log={partial}/var/log/nix");
+    // Encoded: Nix decodes the URI, so a `%` in the path would name another dir.
+    let store = crate::store::nixcli::nix_dir_store_uri(Path::new(partial)).unwrap_or_default();
     log::info!(
         "verifying every path's contents: {} --store '{store}' --verify --check-contents",
         cfg.nix_store_command
