@@ -46,6 +46,11 @@ fn toy_system() -> String {
 }
 
 fn setup(disk_mb: u64) -> Option<Env> {
+    setup_fs(disk_mb, &[])
+}
+
+/// `setup` with extra mkfs.ext4 options for the disk.
+fn setup_fs(disk_mb: u64, mkfs_extra: &[&str]) -> Option<Env> {
     let mut sb = Sandbox::new()?;
     for (tool, package) in [
         ("nix-store", "nix-bin"),
@@ -80,7 +85,9 @@ fn setup(disk_mb: u64) -> Option<Env> {
     let socket = root.join("nix/var/nix/daemon-socket/socket");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let uuid = common::new_uuid();
-    let dev = sb.loop_device(disk_mb, &["mkfs.ext4", "-q", "-U", &uuid]);
+    let mut mkfs = vec!["mkfs.ext4", "-q", "-U", &uuid];
+    mkfs.extend_from_slice(mkfs_extra);
+    let dev = sb.loop_device(disk_mb, &mkfs);
     sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
     let mp = sb.path("storage");
     let cfg = sb.config(
@@ -600,7 +607,12 @@ fn a_runaway_deep_directory_is_refused_naming_it_before_anything_is_written() {
 
 #[test]
 fn the_room_check_counts_the_blocks_of_long_symlinks_and_directories() {
-    let Some(env) = setup(256) else { return };
+    // 4 KiB blocks (as on any disk of 512 MiB and more; mkfs.ext4 gives a
+    // small one 1 KiB blocks), inodes enough for every entry, and no blocks
+    // reserved for root (the helper, as root, could use them).
+    let Some(env) = setup_fs(256, &["-b", "4096", "-i", "4096", "-m", "0"]) else {
+        return;
+    };
     // 30,000 symlinks with 100-byte targets: no content, but a 4 KiB
     // block each on ext4 (117 MiB), and directories holding them.
     let dir = env.root.join("nix/var/nix/many");
