@@ -489,6 +489,25 @@ impl Setup {
     }
 }
 
+/// `status` and `doctor` end on their own (bounded) and each say `needle`:
+/// status in its problems, doctor as a failed check.
+fn status_and_doctor_say(s: &Setup, needle: &str) {
+    let st = s.timed(60, &["--boot-root", &s.root, "status"]);
+    assert_eq!(st.status.code(), Some(1), "{}", output_text(&st));
+    assert!(err_of(&st).contains(needle), "status: {}", output_text(&st));
+    let doc = s.timed(120, &["--boot-root", &s.root, "doctor", "--json"]);
+    assert_ne!(doc.status.code(), Some(137), "doctor hung");
+    let d: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["level"] == "fail" && c.to_string().contains(needle)),
+        "doctor: {d}"
+    );
+}
+
 fn err_of(out: &std::process::Output) -> String {
     format!("{}{}", stderr(out), String::from_utf8_lossy(&out.stdout))
 }
@@ -894,6 +913,13 @@ fn a_booted_system_that_is_not_a_directory_or_an_entry_of_the_wrong_type_is_refu
         let out = s.mount_timed();
         assert_eq!(out.status.code(), Some(6), "{case}: {}", output_text(&out));
         assert!(!s.sb.stamp_exists(), "{case}");
+        let said = if case == "own path FIFO" {
+            "not what a store path can be"
+        } else {
+            "not a directory"
+        };
+        assert!(stderr(&out).contains(said), "{case}: {}", stderr(&out));
+        status_and_doctor_say(&s, said);
     }
 }
 
@@ -917,6 +943,7 @@ fn a_refs_row_to_no_registered_path_is_refused() {
         stderr(&out)
     );
     assert!(!s.sb.stamp_exists());
+    status_and_doctor_say(&s, "closure invariant");
 }
 
 #[test]
@@ -947,6 +974,7 @@ fn a_mount_below_the_store_dir_is_refused() {
             stderr(&out)
         );
         assert!(!s.sb.stamp_exists(), "{sub}");
+        status_and_doctor_say(&s, "is a mount point of its own");
     }
 }
 
@@ -976,6 +1004,7 @@ fn a_database_without_refs_is_exit_6_and_a_damaged_one_names_the_fix() {
         "{}",
         stderr(&out)
     );
+    status_and_doctor_say(&s, "is damaged");
 }
 
 #[test]
@@ -1016,6 +1045,7 @@ fn a_locked_database_is_called_locked_and_its_holder_named() {
         "{}",
         stderr(&out)
     );
+    status_and_doctor_say(&s, "is locked by pid");
 }
 
 #[test]
@@ -1037,4 +1067,5 @@ fn a_heal_from_a_vhdx_that_lacks_part_of_the_closure_says_so() {
         err.contains(&format!("{}/nix/var/nix/db/db.sqlite", s.root)),
         "names the VHDX database as the user sees it: {err}"
     );
+    status_and_doctor_say(&s, "missing from the VHDX");
 }
