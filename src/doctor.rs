@@ -829,6 +829,13 @@ fn check_boot_generation(checks: &mut Checks, st: &Status) {
         return;
     };
     let is_bind = st.bind.as_ref().is_some_and(|b| b.is_bind);
+    for hazard in &b.hazards {
+        checks.fail(
+            "vhdx-boot",
+            hazard.clone(),
+            "the message names the path and what to do",
+        );
+    }
     if let Some(e) = &b.error {
         // Not root: the namespace of the boot view. Anything else (a FIFO
         // or link planted in the VHDX's /nix, a locked or damaged

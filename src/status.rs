@@ -232,6 +232,7 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
     }
     let boot = cfg.bind_mount_nix_store.then(|| {
         let b = store::sync::boot_status(cfg, boot_root);
+        problems.extend(b.hazards.iter().cloned());
         if let Some(e) = &b.error {
             problems.push(format!("the VHDX store cannot be read: {e}"));
         } else if is_bind && !b.in_step {

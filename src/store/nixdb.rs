@@ -109,7 +109,7 @@ pub fn check_regular(path: &Path, shown: &Path, may_be_absent: bool) -> Result<O
             _ => "not a regular file",
         };
         anyhow::bail!(
-            "{} is {what}, not a regular file: a Nix database is a plain file, and reading this one could block forever. Remove it (or put the database back) and try again",
+            "{} is {what}, not a regular file: Nix keeps plain files there, and opening this one could block forever. Remove it (or put the database back) and try again",
             shown.display()
         );
     }
@@ -165,6 +165,24 @@ impl NixDb {
             let mut shown_sib = shown.clone().into_os_string();
             shown_sib.push(suffix);
             check_regular(Path::new(&name), Path::new(&shown_sib), true)?;
+        }
+        // What nix-store (run on this store by sync-boot and the heal)
+        // opens next to the database: a FIFO there would hold it until its
+        // timeout, a link would take its lock elsewhere.
+        let shown_dir = shown.parent().unwrap_or(Path::new(""));
+        for (dir, shown_in, name) in [
+            (path.parent(), shown_dir, "big-lock"),
+            (path.parent(), shown_dir, "reserved"),
+            (path.parent(), shown_dir, "schema"),
+            (
+                Some(state_dir),
+                shown_dir.parent().unwrap_or(Path::new("")),
+                "gc.lock",
+            ),
+        ] {
+            if let Some(dir) = dir {
+                check_regular(&dir.join(name), &shown_in.join(name), true)?;
+            }
         }
         let conn = Connection::open_with_flags(
             &path,

@@ -662,6 +662,19 @@ fn root_link_targets(root: &Path) -> Result<Vec<(String, String)>> {
 pub fn check_root_links(root: &Path, vhdx_nix: &Path, shown_db: &Path) -> Result<()> {
     let db = NixDb::open_as(&vhdx_nix.join("var/nix"), shown_db)
         .map_err(|e| sync_failed(format!("{e:#}")))?;
+    let broken = broken_root_links(root, vhdx_nix, &db)?;
+    if broken.is_empty() {
+        return Ok(());
+    }
+    Err(sync_failed(format!(
+        "these links on the root filesystem do not resolve in the VHDX store, so the next start of this instance could fail: {}. The previous boot generation is kept. Run `sudo wsl-storage-mount sync-boot` with the disk attached (it copies what they need), and do not restart the instance until it succeeds",
+        broken.join(", ")
+    )))
+}
+
+/// The root-filesystem links that do not resolve in the VHDX store, each
+/// "link -> target" or "link: why".
+fn broken_root_links(root: &Path, vhdx_nix: &Path, db: &NixDb) -> Result<Vec<String>> {
     let mut broken = Vec::new();
     for (link, name) in root_link_targets(root)? {
         let path = format!("{}/{name}", nixdb::STORE_DIR);
@@ -677,13 +690,7 @@ pub fn check_root_links(root: &Path, vhdx_nix: &Path, shown_db: &Path) -> Result
             }
         }
     }
-    if broken.is_empty() {
-        return Ok(());
-    }
-    Err(sync_failed(format!(
-        "these links on the root filesystem do not resolve in the VHDX store, so the next start of this instance could fail: {}. The previous boot generation is kept. Run `sudo wsl-storage-mount sync-boot` with the disk attached (it copies what they need), and do not restart the instance until it succeeds",
-        broken.join(", ")
-    )))
+    Ok(broken)
 }
 
 /// Copy `order` (references first) in batches, with progress: a bar on a
@@ -762,6 +769,10 @@ pub struct BootStatus {
     pub vhdx_store_bytes: Option<u64>,
     /// Why something could not be read.
     pub error: Option<String>,
+    /// What would break the next start or stop the next sync-boot: root
+    /// links that do not resolve in the VHDX store, a generation number
+    /// that cannot grow, a lock file that is not one.
+    pub hazards: Vec<String>,
 }
 
 pub fn boot_status(cfg: &Config, boot_root: &Path) -> BootStatus {
@@ -774,13 +785,31 @@ pub fn boot_status(cfg: &Config, boot_root: &Path) -> BootStatus {
         view.check_nix_layout().map_err(anyhow::Error::msg)?;
         let system = resolve_profile(&nix.join("var/nix/profiles"), "system").ok();
         let db = NixDb::open_as(&nix.join("var/nix"), &view.shown_db())?;
-        Ok((system, db.all_valid()?.len(), db.total_nar_size()?))
+        let mut hazards: Vec<String> = broken_root_links(view.root(), &nix, &db)?
+            .into_iter()
+            .map(|b| format!("{b}: does not resolve in the VHDX store, so the next start of this instance could fail; run `sudo wsl-storage-mount sync-boot` (it copies what the links need) or repair the link"))
+            .collect();
+        if let Err(e) = next_generation(&nix.join("var/nix/profiles")) {
+            hazards.push(format!("{e:#}"));
+        }
+        Ok((system, db.all_valid()?.len(), db.total_nar_size()?, hazards))
     });
+    let lock = state::run_dir().join("sync-boot.lock");
+    if let Ok(m) = fs::symlink_metadata(&lock) {
+        if !m.is_file() {
+            st.hazards.push(format!(
+                "{} is not a regular file (a symlink, a FIFO?): sync-boot refuses to run until it is removed (`sudo rm {}`)",
+                lock.display(),
+                lock.display()
+            ));
+        }
+    }
     match vhdx {
-        Ok((system, paths, bytes)) => {
+        Ok((system, paths, bytes, hazards)) => {
             st.vhdx_system = system;
             st.vhdx_paths = Some(paths);
             st.vhdx_store_bytes = Some(bytes);
+            st.hazards.extend(hazards);
         }
         Err(e) => st.error = Some(format!("{e:#}")),
     }
