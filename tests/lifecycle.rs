@@ -1075,3 +1075,29 @@ fn a_heal_from_a_vhdx_that_lacks_part_of_the_closure_says_so() {
     );
     status_and_doctor_say(&s, "missing from the VHDX");
 }
+
+#[test]
+fn a_fifo_at_the_run_state_does_not_hang_status_doctor_or_mount() {
+    let gen1 = toy_system(1, 4, "-state");
+    let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen1);
+    let state = "/run/wsl-storage-mount/state.json";
+    s.sb.sh_ok(&format!("mkfifo {state}"));
+    let st = s.timed(60, &["--boot-root", &s.root, "status"]);
+    assert_eq!(st.status.code(), Some(1), "{}", output_text(&st));
+    assert!(
+        err_of(&st).contains("state.json is not a regular file"),
+        "{}",
+        output_text(&st)
+    );
+    let doc = s.timed(120, &["--boot-root", &s.root, "doctor"]);
+    assert_ne!(doc.status.code(), Some(137), "doctor hung");
+    // mount replaces it with its record (a new file renamed over it).
+    let out = s.timed(60, &["--boot-root", &s.root, "mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(s.sb.stamp_exists());
+    assert!(s.sb.state()["exitCode"] == 0, "{}", s.sb.state());
+}
