@@ -527,7 +527,13 @@ impl Env {
 
 #[test]
 fn resume_never_writes_into_follows_or_blocks_on_what_it_finds_in_the_partial() {
-    for case in ["existing db", "dangling db"] {
+    // Each case alone, so each shows on the old code for what it is.
+    for case in [
+        "hard links",
+        "existing db link",
+        "dangling db link",
+        "fifos",
+    ] {
         let Some(env) = setup(256) else { return };
         env.mount_disk();
         let mp = env.mp.display().to_string();
@@ -538,29 +544,34 @@ fn resume_never_writes_into_follows_or_blocks_on_what_it_finds_in_the_partial() 
             .map(String::from)
             .collect();
         assert_eq!(two.len(), 2, "the optimised source has .links");
-        // What an earlier run could not have made: names that are hard
-        // links to files elsewhere on the disk, a FIFO where a file goes,
-        // and the database as a link.
         env.sb.sh_ok(&format!(
             "set -e; mkdir -p {p}/store/.links {p}/var/nix/db {p}/var/nix/profiles/per-user/alice
-             echo victim > {mp}/victim && echo other > {mp}/victim2
-             ln {mp}/victim {p}/var/nix/profiles/per-user/alice/notes
-             ln {mp}/victim2 {p}/store/.links/{l0}
-             mkfifo {p}/store/.links/{l1}",
-            l0 = two[0],
-            l1 = two[1]
+             echo victim > {mp}/victim && echo other > {mp}/victim2"
         ));
         let other = format!("{mp}/other.sqlite");
-        if case == "existing db" {
-            env.sb.sh_ok(&format!(
+        // What an earlier run could not have made.
+        let plant = match case {
+            // Names that are hard links to files elsewhere on the disk.
+            "hard links" => format!(
+                "ln {mp}/victim {p}/var/nix/profiles/per-user/alice/notes && ln {mp}/victim2 {p}/store/.links/{}",
+                two[0]
+            ),
+            // The database a link to another database.
+            "existing db link" => format!(
                 "sqlite3 {other} 'CREATE TABLE keep (x); INSERT INTO keep VALUES (42)' && ln -s {other} {p}/var/nix/db/db.sqlite"
-            ));
-        } else {
-            // Sibling: SQLite's journal names too.
-            env.sb.sh_ok(&format!(
-                "ln -s {other} {p}/var/nix/db/db.sqlite && mkfifo {p}/var/nix/db/db.sqlite-journal && ln -s {mp}/victim {p}/var/nix/db/db.sqlite-wal"
-            ));
-        }
+            ),
+            // A dangling one (SQLite would create the file where it points),
+            // and SQLite's -wal name as a link too.
+            "dangling db link" => format!(
+                "ln -s {other} {p}/var/nix/db/db.sqlite && ln -s {mp}/victim {p}/var/nix/db/db.sqlite-wal"
+            ),
+            // FIFOs where a file and SQLite's journal go.
+            _ => format!(
+                "mkfifo {p}/store/.links/{} && mkfifo {p}/var/nix/db/db.sqlite-journal",
+                two[1]
+            ),
+        };
+        env.sb.sh_ok(&plant);
         let other_before = env.sb.sh(&format!("sha256sum {other} 2>&1")).stdout;
         let out = env.migrate_timed(&["--resume"]);
         assert_eq!(out.status.code(), Some(0), "{case}: {}", output_text(&out));
