@@ -1047,11 +1047,26 @@ fn check_boot_generation(checks: &mut Checks, st: &Status) {
         return;
     };
     let is_bind = st.bind.as_ref().is_some_and(|b| b.is_bind);
+    for hazard in &b.hazards {
+        checks.fail(
+            "vhdx-boot",
+            hazard.clone(),
+            "the message names the path and what to do",
+        );
+    }
     if let Some(e) = &b.error {
-        checks.warn(
+        // Not root: the namespace of the boot view. Anything else (a FIFO
+        // or link planted in the VHDX's /nix, a locked or damaged
+        // database): the message itself names the path and the fix.
+        let fix = if nix::unistd::geteuid().is_root() {
+            "see the message: it names the path and what to do; then `sudo wsl-storage-mount sync-boot`"
+        } else {
+            "run doctor as root (`sudo wsl-storage-mount doctor`): the VHDX's /nix is reached through a private mount namespace"
+        };
+        checks.fail(
             "boot-generation",
             format!("the VHDX store cannot be read: {e}"),
-            "run doctor as root (`sudo wsl-storage-mount doctor`): the VHDX's /nix is reached through a private mount namespace",
+            fix,
         );
     } else if b.in_step {
         checks.ok(

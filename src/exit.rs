@@ -20,12 +20,20 @@ pub enum Exit {
     Filesystem = 4,
     /// mount(2) failed, the mount point is taken, or the bind is absent.
     Mount = 5,
-    /// The store under `nixStoreSubdir` is not safe to bind over /nix.
+    /// The store under `nixStoreSubdir` is not safe to bind over /nix (its
+    /// layout, database, closure, entry types or submounts; a heal that
+    /// could not fix it). `migrate`: the copy failed verification, or the
+    /// source holds what no copy may carry (a tree deeper than
+    /// `copy::MAX_DEPTH`, a database that is a link or a FIFO).
     UnsafeStore = 6,
-    /// `sync-boot` failed; the VHDX's previous boot generation is kept.
+    /// `sync-boot` failed; the VHDX's previous boot generation is kept (also
+    /// when SYSTEM is not a NixOS system, the VHDX's /nix is linked out of
+    /// its root, or the lock file is not one).
     SyncFailed = 7,
-    /// `migrate`: not enough room on the disk for the copy; `bench`: not
-    /// enough room for its files on one side.
+    /// `migrate`: not enough room on the disk for the copy (found by the
+    /// room check before anything is written, or, should the estimate
+    /// fall short, by the copy itself: the `.partial` stays for
+    /// `--resume`); `bench`: not enough room for its files on one side.
     NoRoom = 8,
 }
 

@@ -233,11 +233,78 @@ fn spawn_in_own_group(cmd: &mut Command, pgid: Option<i32>) -> io::Result<Child>
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty program"));
     }
     cmd.process_group(pgid.unwrap_or(0));
+    // Children die with the helper, also when it is SIGKILLed (no handler
+    // runs then): the kernel sends SIGKILL when the thread that started the
+    // child ends. Every function here waits for its child in the thread
+    // that spawned it, so that thread outlives the child. The parent may
+    // already be gone between fork and prctl: then exit at once.
+    // With a pre_exec hook std forks and calls execvp, which runs a file
+    // without a known header through /bin/sh; posix_spawn (std's path
+    // without a hook) reports ENOEXEC. Keep that: a Windows .exe that
+    // interop cannot run must fail as "exec format error", not be read as
+    // a shell script.
+    check_exec_format(cmd)?;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
     let child = cmd.spawn()?;
     if pgid.is_none() {
         live().push(child.id() as i32);
     }
     Ok(child)
+}
+
+/// ENOEXEC for a program that is a regular file with neither an ELF nor a
+/// `#!` header (what execve says of it). Anything this cannot read (not
+/// found, no read permission, not a regular file) is left to exec itself.
+fn check_exec_format(cmd: &Command) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let program = std::path::Path::new(cmd.get_program());
+    let path = if program.as_os_str().as_bytes().contains(&b'/') {
+        Some(program.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(path) = path else { return Ok(()) };
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(&path)
+    else {
+        return Ok(());
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let mut head = [0u8; 4];
+    let n = f.read(&mut head).unwrap_or(0);
+    if n >= 2 && (head[..n].starts_with(b"\x7fELF") || head.starts_with(b"#!")) {
+        return Ok(());
+    }
+    Err(io::Error::from_raw_os_error(libc::ENOEXEC))
 }
 
 fn forget(pgid: i32) {
@@ -336,6 +403,30 @@ mod tests {
         let mut c = Command::new("sh");
         c.arg("-c").arg(script);
         c
+    }
+
+    #[test]
+    fn a_program_without_a_known_header_is_exec_format_error_not_a_shell_script() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let exe = d.path().join("garbage.exe");
+        std::fs::write(&exe, b"MZ\x90\x00touch should-not-exist\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = Command::new(&exe);
+        cmd.current_dir(d.path());
+        let err = run(cmd, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOEXEC), "{err}");
+        assert!(!d.path().join("should-not-exist").exists());
+        // A script with #! still runs.
+        let script = d.path().join("ok.sh");
+        std::fs::write(&script, b"#!/bin/sh\nexit 4\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            run(Command::new(&script), Duration::from_secs(5))
+                .unwrap()
+                .code,
+            Some(4)
+        );
     }
 
     #[test]

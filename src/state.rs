@@ -65,10 +65,16 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     }
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     {
+        // A new file of our own: whatever sits at the temporary name (a
+        // link, a FIFO planted there) is removed, never followed or opened.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .mode(0o644)
             .open(&tmp)?;
         f.write_all(body)?;
@@ -84,7 +90,23 @@ pub fn write(state: &RunState) -> Result<()> {
 }
 
 /// The last run, if any was recorded since boot.
+/// Read without following a link or blocking on a FIFO (status and doctor
+/// must end on their own): anything but a regular file is no record.
 pub fn read() -> Option<RunState> {
-    let text = fs::read_to_string(state_path()).ok()?;
+    use std::io::Read;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(state_path())
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        log::warn!(
+            "{} is not a regular file; ignoring it (remove it: the next `mount` writes a new one)",
+            state_path().display()
+        );
+        return None;
+    }
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok()?;
     serde_json::from_str(&text).ok()
 }

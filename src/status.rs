@@ -232,7 +232,10 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
     }
     let boot = cfg.bind_mount_nix_store.then(|| {
         let b = store::sync::boot_status(cfg, boot_root);
-        if is_bind && !b.in_step {
+        problems.extend(b.hazards.iter().cloned());
+        if let Some(e) = &b.error {
+            problems.push(format!("the VHDX store cannot be read: {e}"));
+        } else if is_bind && !b.in_step {
             problems.push(format!(
                 "the VHDX boots {} but the disk's current system is {}: the next start would undo the last deployment; run `sudo wsl-storage-mount sync-boot`",
                 b.vhdx_system.as_deref().unwrap_or("(nothing)"),

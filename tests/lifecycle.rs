@@ -454,3 +454,650 @@ fn a_database_that_lists_dot_dot_in_the_closure_is_refused() {
     );
     assert!(!s.sb.stamp_exists());
 }
+
+// ---------------------------------------------------------------------
+// Hostile and unlucky stores (issue 21). Every run of the helper below is
+// bounded (`timed`): a hang is a failure with exit 137, not a stuck test.
+
+impl Setup {
+    /// The helper with `args`, killed after `secs` (exit 137 then).
+    fn timed(&self, secs: u32, args: &[&str]) -> std::process::Output {
+        let mut line = format!(
+            "timeout -s KILL {secs} {} --config {}",
+            common::BIN,
+            self.cfg.display()
+        );
+        for a in args {
+            line.push_str(&format!(" '{a}'"));
+        }
+        self.sb.sh(&line)
+    }
+
+    fn sync_timed(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--boot-root", self.root.as_str(), "sync-boot"];
+        all.extend_from_slice(args);
+        self.timed(60, &all)
+    }
+
+    fn mount_timed(&self) -> std::process::Output {
+        self.timed(60, &["--boot-root", self.root.as_str(), "mount"])
+    }
+
+    fn vhdx_links(&self) -> String {
+        self.sb
+            .sh_ok(&format!("ls -l {}/nix/var/nix/profiles", self.root))
+    }
+}
+
+/// `status` and `doctor` end on their own (bounded) and each say `needle`:
+/// status in its problems, doctor as a failed check.
+fn status_and_doctor_say(s: &Setup, needle: &str) {
+    let st = s.timed(60, &["--boot-root", &s.root, "status"]);
+    assert_eq!(st.status.code(), Some(1), "{}", output_text(&st));
+    assert!(err_of(&st).contains(needle), "status: {}", output_text(&st));
+    let doc = s.timed(120, &["--boot-root", &s.root, "doctor", "--json"]);
+    assert_ne!(doc.status.code(), Some(137), "doctor hung");
+    let d: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["level"] == "fail" && c.to_string().contains(needle)),
+        "doctor: {d}"
+    );
+}
+
+fn err_of(out: &std::process::Output) -> String {
+    format!("{}{}", stderr(out), String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn sync_boot_keeps_the_vhdx_copy_of_a_path_the_disk_registers_but_lost() {
+    let gen1 = toy_system(1, 4, "-lost");
+    let gen2 = toy_system(2, 4, "-lost");
+    let Some(s) = setup(&[&gen1, &gen2], &gen1, None, json!({"bootGenerations": 1})) else {
+        return;
+    };
+    let out = s.sync(&[&gen2]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    activate(&s.sb, &s.root, &gen2);
+    // gen1's own path: still registered in the disk's database, but gone
+    // from the disk (deleted by hand, a bad sector): the VHDX's copy is
+    // the only real one.
+    let own1: Vec<String> = closure(&gen1)
+        .into_iter()
+        .filter(|p| p.contains("toy-own-1"))
+        .collect();
+    assert_eq!(own1.len(), 1);
+    let name = nixstore::store_name(&own1[0]);
+    s.sb.sh_ok(&format!("rm -rf {}/store/{name}", s.dir));
+    // Now gen1 is no longer a root of the VHDX (bootGenerations = 1).
+    let out = s.sync(&[&gen2]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        s.vhdx_invalid(&own1).is_empty(),
+        "the only present copy was deleted from the VHDX: {}",
+        stderr(&out)
+    );
+    s.sb.sh_ok(&format!("test -d {}/nix/store/{name}", s.root));
+    assert!(stderr(&out).contains("their only copy"), "{}", stderr(&out));
+}
+
+#[test]
+fn sync_boot_checks_the_root_links_before_switching_the_boot_generation() {
+    let gen1 = toy_system(1, 4, "-loop");
+    let gen2 = toy_system(2, 4, "-loop");
+    for (case, make) in [
+        (
+            "a link loop",
+            "ln -sfn init2 sbin/init && ln -sfn init sbin/init2",
+        ),
+        (
+            "a relative link out of the root",
+            "ln -sfn ../../../../../../no/such/init sbin/init",
+        ),
+    ] {
+        let Some(s) = setup(&[&gen1, &gen2], &gen1, None, json!({})) else {
+            return;
+        };
+        // Sibling: the entrypoint WSL execs must not change either.
+        s.sb.sh_ok(&format!(
+            "mkdir -p /nix/nixos-wsl && ln -sfn {gen2}/init /nix/nixos-wsl/entrypoint"
+        ));
+        s.sb.sh_ok(&format!("cd {} && {make}", s.root));
+        let out = s.sync_timed(&[]);
+        assert_eq!(out.status.code(), Some(7), "{case}: {}", output_text(&out));
+        assert!(
+            stderr(&out).contains("previous boot generation is kept"),
+            "{case}: {}",
+            stderr(&out)
+        );
+        assert_eq!(s.vhdx_profile(), gen1, "{case}: the VHDX still boots gen1");
+        assert!(!s.vhdx_links().contains("system-2-link"), "{case}");
+        assert!(
+            s.sb.sh(&format!("test -e {}/nix/nixos-wsl/entrypoint", s.root))
+                .status
+                .code()
+                == Some(1),
+            "{case}: the entrypoint was switched"
+        );
+        status_and_doctor_say(&s, "does not resolve in the VHDX store");
+    }
+}
+
+#[test]
+fn sync_boot_refuses_a_system_that_is_not_a_nixos_system() {
+    let gen1 = toy_system(1, 4, "-notsys");
+    let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+        return;
+    };
+    // A plain file, and (sibling) a directory with `init` but no `activate`:
+    // both valid store paths on the disk.
+    let plain = s.sb.sh_ok(&format!(
+        "umount /nix && echo hi > {t}/plain && nix-store --add {t}/plain",
+        t = s.sb.path("").display()
+    ));
+    let plain = plain.trim().to_string();
+    let half = s.sb.sh_ok(&format!(
+        "mkdir -p {t}/half && printf '#!/bin/sh\\n' > {t}/half/init && nix-store --add {t}/half",
+        t = s.sb.path("").display()
+    ));
+    let half = half.trim().to_string();
+    for p in [&plain, &half] {
+        nixstore::import(&s.sb, &nixstore::nix_dir_uri(&s.dir), p);
+    }
+    s.sb.sh_ok(&format!("mount --bind {} /nix", s.dir));
+    for (case, p) in [("a plain file", &plain), ("no activate", &half)] {
+        let before = s.vhdx_links();
+        let out = s.sync_timed(&[p]);
+        assert_eq!(out.status.code(), Some(7), "{case}: {}", output_text(&out));
+        assert!(
+            stderr(&out).contains("is not a NixOS system"),
+            "{case}: {}",
+            stderr(&out)
+        );
+        assert_eq!(s.vhdx_profile(), gen1, "{case}");
+        assert_eq!(s.vhdx_links(), before, "{case}: nothing changed");
+        assert_eq!(
+            s.vhdx_invalid(&[p.to_string()]),
+            vec![p.to_string()],
+            "{case}: nothing copied"
+        );
+    }
+}
+
+#[test]
+fn sync_boot_refuses_a_generation_number_that_would_wrap() {
+    let gen1 = toy_system(1, 4, "-wrap");
+    let gen2 = toy_system(2, 4, "-wrap");
+    let Some(s) = setup(&[&gen1, &gen2], &gen1, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok(&format!(
+        "ln -s {gen1} {}/nix/var/nix/profiles/system-{}-link",
+        s.root,
+        u64::MAX
+    ));
+    let before = s.vhdx_links();
+    let out = s.sync_timed(&[]);
+    assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains(&format!("system-{}-link", u64::MAX)),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.vhdx_profile(), gen1);
+    assert_eq!(s.vhdx_links(), before, "no generation overwritten");
+    assert!(
+        !s.vhdx_invalid(&closure(&gen2)).is_empty(),
+        "refused before copying"
+    );
+    status_and_doctor_say(&s, "highest generation number");
+}
+
+#[test]
+fn a_fifo_at_the_vhdx_database_is_refused_by_every_command_that_reads_it() {
+    let gen1 = toy_system(1, 4, "-fifo");
+    let gen2 = toy_system(2, 4, "-fifo");
+    // db.sqlite-wal: SQLite opens it; big-lock: nix-store does (sync-boot's
+    // import and the heal run it on this store).
+    for sibling in ["db.sqlite", "db.sqlite-wal", "big-lock"] {
+        // The disk lacks gen2, which booted: mount heals from the VHDX.
+        let Some(s) = setup(&[&gen1, &gen2], &gen1, None, json!({})) else {
+            return;
+        };
+        let shown = format!("{}/nix/var/nix/db/{sibling}", s.root);
+        s.sb.sh_ok(&format!("rm -f {shown} && mkfifo {shown}"));
+        let out = s.sync_timed(&[]);
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "{sibling}: {}",
+            output_text(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("{shown} is a FIFO")),
+            "names the file as the user sees it: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("boot-view."), "{}", stderr(&out));
+        assert_eq!(s.vhdx_profile(), gen1);
+
+        let st = s.timed(60, &["--boot-root", &s.root, "status"]);
+        assert_eq!(st.status.code(), Some(1), "{}", output_text(&st));
+        assert!(
+            err_of(&st).contains(&format!("{shown} is a FIFO")),
+            "{}",
+            output_text(&st)
+        );
+        let doc = s.timed(120, &["--boot-root", &s.root, "doctor", "--json"]);
+        assert_ne!(doc.status.code(), Some(137), "doctor hung");
+        let d: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+        let check = d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "boot-generation")
+            .unwrap()
+            .clone();
+        assert_eq!(check["level"], "fail", "{check}");
+        assert!(check.to_string().contains("is a FIFO"), "{check}");
+
+        // The heal reads the VHDX database too.
+        s.sb.sh_ok("umount /nix");
+        s.sb.sh_ok(&format!("rm -rf {}/store/*toy-system-2-fifo*", s.dir));
+        s.sb.sh_ok(&format!(
+            "sqlite3 {}/var/nix/db/db.sqlite \"DELETE FROM ValidPaths WHERE path = '{gen2}'\"",
+            s.dir
+        ));
+        boot(&s.sb, &gen2);
+        let out = s.mount_timed();
+        assert_eq!(
+            out.status.code(),
+            Some(6),
+            "{sibling}: {}",
+            output_text(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("{shown} is a FIFO")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!s.sb.stamp_exists());
+    }
+}
+
+#[test]
+fn a_fifo_or_a_symlink_at_the_sync_boot_lock_is_refused() {
+    let gen1 = toy_system(1, 4, "-lock");
+    let gen2 = toy_system(2, 4, "-lock");
+    let Some(s) = setup(&[&gen1, &gen2], &gen1, None, json!({})) else {
+        return;
+    };
+    let lock = "/run/wsl-storage-mount/sync-boot.lock";
+    let victim = s.sb.path("victim").display().to_string();
+    for (case, make) in [
+        ("FIFO", format!("mkfifo {lock}")),
+        ("symlink", format!("ln -s {victim} {lock}")),
+    ] {
+        s.sb.sh_ok(&format!("rm -f {lock} && {make}"));
+        let out = s.sync_timed(&[]);
+        assert_eq!(out.status.code(), Some(7), "{case}: {}", output_text(&out));
+        assert!(stderr(&out).contains(lock), "{case}: {}", stderr(&out));
+        assert_eq!(s.vhdx_profile(), gen1, "{case}");
+        status_and_doctor_say(&s, "sync-boot.lock is not a regular file");
+    }
+    assert!(
+        !std::path::Path::new(&victim).exists(),
+        "the link was followed"
+    );
+}
+
+#[test]
+fn a_vhdx_nix_var_or_nixos_wsl_linked_out_of_the_root_is_refused() {
+    let gen1 = toy_system(1, 4, "-varlink");
+    let gen2 = toy_system(2, 4, "-varlink");
+    for what in ["nix/var", "nix/nixos-wsl", "nix/var/nix/db"] {
+        let Some(s) = setup(&[&gen1, &gen2], &gen1, None, json!({})) else {
+            return;
+        };
+        s.sb.sh_ok(&format!(
+            "mkdir -p /nix/nixos-wsl && ln -sfn {gen2}/init /nix/nixos-wsl/entrypoint"
+        ));
+        let outside = s.sb.path("outside").display().to_string();
+        s.sb.sh_ok(&format!(
+            "mkdir -p {outside} {root}/{what} && cp -a {root}/{what} {outside}/copy && rm -rf {root}/{what} && ln -s {outside}/copy {root}/{what}",
+            root = s.root
+        ));
+        let before = s.sb.sh_ok(&format!("find {outside} | sort"));
+        let out = s.sync_timed(&[]);
+        assert_eq!(out.status.code(), Some(7), "{what}: {}", output_text(&out));
+        assert!(
+            stderr(&out).contains(&format!("{}/{what} is a symlink", s.root)),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            s.sb.sh_ok(&format!("find {outside} | sort")),
+            before,
+            "{what}: written through the link"
+        );
+        status_and_doctor_say(&s, &format!("{}/{what} is a symlink", s.root));
+    }
+}
+
+#[test]
+fn a_percent_in_the_mount_point_reaches_nix_encoded() {
+    let gen1 = toy_system(1, 4, "-pct");
+    let gen2 = toy_system(2, 4, "-pct");
+    let Some(s) = setup(&[&gen1], &gen2, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen2);
+    // The same disk also mounted at a path with a `%41`, which Nix would
+    // decode to `A`.
+    let pct = s.sb.path("st%41ore").display().to_string();
+    let decoded = s.sb.path("stAore").display().to_string();
+    s.sb.sh_ok(&format!(
+        "mkdir -p {pct} && mount --bind {} {pct}",
+        s.dir.trim_end_matches("/nixos-wsl-main")
+    ));
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.cfg).unwrap()).unwrap();
+    cfg["mountPoint"] = json!(pct);
+    let pcfg = s.sb.config("pct.json", cfg);
+    let out = s.sb.helper(&pcfg, &["--boot-root", &s.root, "mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        !std::path::Path::new(&decoded).exists(),
+        "Nix created a store at the decoded path {decoded}"
+    );
+    assert!(
+        invalid_in(&s.sb, &nixstore::nix_dir_uri(&s.dir), &closure(&gen2)).is_empty(),
+        "healed into the disk"
+    );
+}
+
+#[test]
+fn the_nix_store_children_die_with_a_killed_sync_boot() {
+    let gen1 = toy_system(1, 4, "-orphan");
+    let gen2 = toy_system(2, 4, "-orphan");
+    let Some(mut s) = setup(&[&gen1, &gen2], &gen1, None, json!({})) else {
+        return;
+    };
+    let pidfile = s.sb.path("import.pid").display().to_string();
+    let wrapper = s.sb.path("nix-store-wrapper");
+    common::write_exe(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *' --import '*) echo $$ > {pidfile}; exec sleep 600;; esac\nexec nix-store \"$@\"\n"
+        ),
+    );
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.cfg).unwrap()).unwrap();
+    cfg["nixStoreCommand"] = json!(wrapper.display().to_string());
+    let wcfg = s.sb.config("wrapped.json", cfg);
+    let root = s.root.clone();
+    let idx =
+        s.sb.spawn_helper(&wcfg, &["--boot-root", &root, "sync-boot"]);
+    let start = std::time::Instant::now();
+    let pid = loop {
+        if let Ok(p) = std::fs::read_to_string(&pidfile) {
+            if let Ok(p) = p.trim().parse::<i32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed().as_secs() < 60, "the import never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // The helper is the import's parent: SIGKILL it (no handler runs).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ppid: i32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "wsl-storage-mou", "the import's parent");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ppid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = s.sb.wait_helper(idx);
+    let start = std::time::Instant::now();
+    let mut alive = true;
+    while start.elapsed().as_secs() < 5 {
+        // A zombie reaped by init: gone from /proc, or state Z.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => {
+                alive = false;
+                break;
+            }
+            Ok(st) if st.contains(") Z ") => {
+                alive = false;
+                break;
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    if alive {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(!alive, "the import (pid {pid}) outlived the killed helper");
+    assert_eq!(s.vhdx_profile(), gen1);
+}
+
+#[test]
+fn a_booted_system_that_is_not_a_directory_or_an_entry_of_the_wrong_type_is_refused() {
+    let gen1 = toy_system(1, 4, "-type");
+    for case in ["toplevel -> /", "toplevel FIFO", "own path FIFO"] {
+        let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+            return;
+        };
+        s.sb.sh_ok("umount /nix");
+        boot(&s.sb, &gen1);
+        let top = format!("{}/store/{}", s.dir, nixstore::store_name(&gen1));
+        let own = closure(&gen1)
+            .into_iter()
+            .find(|p| p.contains("toy-own-1"))
+            .unwrap();
+        let own = format!("{}/store/{}", s.dir, nixstore::store_name(&own));
+        let make = match case {
+            "toplevel -> /" => format!("rm -rf {top} && ln -s / {top}"),
+            "toplevel FIFO" => format!("rm -rf {top} && mkfifo {top}"),
+            _ => format!("rm -rf {own} && mkfifo {own}"),
+        };
+        s.sb.sh_ok(&make);
+        let out = s.mount_timed();
+        assert_eq!(out.status.code(), Some(6), "{case}: {}", output_text(&out));
+        assert!(!s.sb.stamp_exists(), "{case}");
+        let said = if case == "own path FIFO" {
+            "not what a store path can be"
+        } else {
+            "not a directory"
+        };
+        assert!(stderr(&out).contains(said), "{case}: {}", stderr(&out));
+        status_and_doctor_say(&s, said);
+    }
+}
+
+#[test]
+fn a_refs_row_to_no_registered_path_is_refused() {
+    let gen1 = toy_system(1, 4, "-dangle");
+    let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen1);
+    s.sb.sh_ok(&format!(
+        "sqlite3 {d}/var/nix/db/db.sqlite \"PRAGMA foreign_keys=OFF; INSERT INTO Refs (referrer, reference) SELECT id, 987654 FROM ValidPaths WHERE path = '{gen1}';\"",
+        d = s.dir
+    ));
+    let out = s.mount_timed();
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("closure invariant"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.sb.stamp_exists());
+    status_and_doctor_say(&s, "closure invariant");
+}
+
+#[test]
+fn a_mount_below_the_store_dir_is_refused() {
+    let gen1 = toy_system(1, 4, "-submount");
+    for sub in ["store", "var/nix/db", "store/own"] {
+        let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+            return;
+        };
+        s.sb.sh_ok("umount /nix");
+        boot(&s.sb, &gen1);
+        let path = if sub == "store/own" {
+            let own = closure(&gen1)
+                .into_iter()
+                .find(|p| p.contains("toy-own-1"))
+                .unwrap();
+            format!("{}/store/{}", s.dir, nixstore::store_name(&own))
+        } else {
+            format!("{}/{sub}", s.dir)
+        };
+        // Same contents, but a mount point of its own.
+        s.sb.sh_ok(&format!("mount --bind {path} {path}"));
+        let out = s.mount_timed();
+        assert_eq!(out.status.code(), Some(6), "{sub}: {}", output_text(&out));
+        assert!(
+            stderr(&out).contains(&format!("{path} is a mount point of its own")),
+            "{sub}: {}",
+            stderr(&out)
+        );
+        assert!(!s.sb.stamp_exists(), "{sub}");
+        status_and_doctor_say(&s, "is a mount point of its own");
+    }
+}
+
+#[test]
+fn a_database_without_refs_is_exit_6_and_a_damaged_one_names_the_fix() {
+    let gen1 = toy_system(1, 4, "-schema");
+    let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen1);
+    let db = format!("{}/var/nix/db/db.sqlite", s.dir);
+    s.sb.sh_ok(&format!(
+        "cp {db} {db}.good && sqlite3 {db} 'DROP TABLE Refs'"
+    ));
+    let out = s.mount_timed();
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    assert!(stderr(&out).contains("Refs"), "{}", stderr(&out));
+
+    s.sb.sh_ok(&format!(
+        "cp {db}.good {db} && rm -f {db}-wal {db}-shm && printf 'this is not sqlite at all, not at all...' | dd of={db} conv=notrunc 2>/dev/null"
+    ));
+    let out = s.mount_timed();
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("is damaged") && stderr(&out).contains("migrate"),
+        "{}",
+        stderr(&out)
+    );
+    status_and_doctor_say(&s, "is damaged");
+}
+
+#[test]
+fn a_locked_database_is_called_locked_and_its_holder_named() {
+    let gen1 = toy_system(1, 4, "-locked");
+    let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen1);
+    let db = format!("{}/var/nix/db/db.sqlite", s.dir);
+    let ready = s.sb.path("locked").display().to_string();
+    // A writer that holds its lock: rollback journal, exclusive locking.
+    s.sb.sh_ok(&format!(
+        "sqlite3 {db} 'PRAGMA journal_mode=DELETE' >/dev/null && \
+         ( (printf 'PRAGMA locking_mode=EXCLUSIVE;\\nBEGIN EXCLUSIVE;\\nUPDATE ValidPaths SET narSize = narSize;\\n.shell echo $PPID > {ready}\\n'; sleep 40) | sqlite3 {db} ) >/dev/null 2>&1 </dev/null &"
+    ));
+    let start = std::time::Instant::now();
+    while !std::path::Path::new(&ready).exists() {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "sqlite3 did not take the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = s.mount_timed();
+    // The writer goes before the sandbox does (it holds a file on the loop device).
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    if let Ok(Ok(pid)) = std::fs::read_to_string(&ready).map(|p| p.trim().parse::<i32>()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("is locked by pid") && stderr(&out).contains("sqlite3"),
+        "{}",
+        stderr(&out)
+    );
+    status_and_doctor_say(&s, "is locked by pid");
+}
+
+#[test]
+fn a_heal_from_a_vhdx_that_lacks_part_of_the_closure_says_so() {
+    let gen1 = toy_system(1, 4, "-lack");
+    let gen2 = toy_system(2, 4, "-lack");
+    let Some(s) = setup(&[&gen1], &gen2, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen2);
+    s.sb.sh_ok(&format!("rm -rf {}/nix/store/*toy-own-2-lack*", s.root));
+    let out = s.mount_timed();
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("df -h"), "wrong fix: {err}");
+    assert!(err.contains("missing from the VHDX"), "{err}");
+    assert!(
+        err.contains(&format!("{}/nix/var/nix/db/db.sqlite", s.root)),
+        "names the VHDX database as the user sees it: {err}"
+    );
+    status_and_doctor_say(&s, "missing from the VHDX");
+}
+
+#[test]
+fn a_fifo_at_the_run_state_does_not_hang_status_doctor_or_mount() {
+    let gen1 = toy_system(1, 4, "-state");
+    let Some(s) = setup(&[&gen1], &gen1, None, json!({})) else {
+        return;
+    };
+    s.sb.sh_ok("umount /nix");
+    boot(&s.sb, &gen1);
+    let state = "/run/wsl-storage-mount/state.json";
+    s.sb.sh_ok(&format!("mkfifo {state}"));
+    let st = s.timed(60, &["--boot-root", &s.root, "status"]);
+    assert_eq!(st.status.code(), Some(1), "{}", output_text(&st));
+    assert!(
+        err_of(&st).contains("state.json is not a regular file"),
+        "{}",
+        output_text(&st)
+    );
+    let doc = s.timed(120, &["--boot-root", &s.root, "doctor"]);
+    assert_ne!(doc.status.code(), Some(137), "doctor hung");
+    // mount replaces it with its record (a new file renamed over it).
+    let out = s.timed(60, &["--boot-root", &s.root, "mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(s.sb.stamp_exists());
+    assert!(s.sb.state()["exitCode"] == 0, "{}", s.sb.state());
+}

@@ -46,6 +46,11 @@ fn toy_system() -> String {
 }
 
 fn setup(disk_mb: u64) -> Option<Env> {
+    setup_fs(disk_mb, &[])
+}
+
+/// `setup` with extra mkfs.ext4 options for the disk.
+fn setup_fs(disk_mb: u64, mkfs_extra: &[&str]) -> Option<Env> {
     let mut sb = Sandbox::new()?;
     for (tool, package) in [
         ("nix-store", "nix-bin"),
@@ -80,7 +85,9 @@ fn setup(disk_mb: u64) -> Option<Env> {
     let socket = root.join("nix/var/nix/daemon-socket/socket");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let uuid = common::new_uuid();
-    let dev = sb.loop_device(disk_mb, &["mkfs.ext4", "-q", "-U", &uuid]);
+    let mut mkfs = vec!["mkfs.ext4", "-q", "-U", &uuid];
+    mkfs.extend_from_slice(mkfs_extra);
+    let dev = sb.loop_device(disk_mb, &mkfs);
     sb.link("/dev/disk/by-id/nvme-FAKE_NVMe_0001", &dev.node);
     let mp = sb.path("storage");
     let cfg = sb.config(
@@ -488,5 +495,165 @@ fn migrate_does_not_follow_a_symlink_in_the_source() {
     let err = stderr(&out);
     assert!(err.contains("var/nix/db"), "names the path: {err}");
     let listing = env.sb.sh_ok(&format!("ls -A {}", env.mp.display()));
+    assert!(!listing.contains(".partial"), "nothing copied: {listing}");
+}
+
+// ---------------------------------------------------------------------
+// Hostile .partial contents, runaway trees, room (issue 21). Every run is
+// bounded: a hang shows as exit 137.
+
+impl Env {
+    fn migrate_timed(&self, extra: &[&str]) -> Output {
+        let mut line = format!(
+            "timeout -s KILL 120 {} --config {}",
+            common::BIN,
+            self.cfg.display()
+        );
+        for a in self.args(extra) {
+            line.push_str(&format!(" '{a}'"));
+        }
+        self.sb.sh(&line)
+    }
+
+    /// The disk mounted at its mount point (as migrate leaves it).
+    fn mount_disk(&self) {
+        self.sb.sh_ok(&format!(
+            "mkdir -p {mp} && mount {dev} {mp}",
+            mp = self.mp.display(),
+            dev = self.dev
+        ));
+    }
+}
+
+#[test]
+fn resume_never_writes_into_follows_or_blocks_on_what_it_finds_in_the_partial() {
+    // Each case alone, so each shows on the old code for what it is.
+    for case in [
+        "hard links",
+        "existing db link",
+        "dangling db link",
+        "fifos",
+    ] {
+        let Some(env) = setup(256) else { return };
+        env.mount_disk();
+        let mp = env.mp.display().to_string();
+        let p = format!("{}.partial", env.target());
+        let links = format!("{}/nix/store/.links", env.root.display());
+        let two: Vec<String> = sh(&format!("ls {links} | head -2"))
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(two.len(), 2, "the optimised source has .links");
+        env.sb.sh_ok(&format!(
+            "set -e; mkdir -p {p}/store/.links {p}/var/nix/db {p}/var/nix/profiles/per-user/alice
+             echo victim > {mp}/victim && echo other > {mp}/victim2"
+        ));
+        let other = format!("{mp}/other.sqlite");
+        // What an earlier run could not have made.
+        let plant = match case {
+            // Names that are hard links to files elsewhere on the disk.
+            "hard links" => format!(
+                "ln {mp}/victim {p}/var/nix/profiles/per-user/alice/notes && ln {mp}/victim2 {p}/store/.links/{}",
+                two[0]
+            ),
+            // The database a link to another database.
+            "existing db link" => format!(
+                "sqlite3 {other} 'CREATE TABLE keep (x); INSERT INTO keep VALUES (42)' && ln -s {other} {p}/var/nix/db/db.sqlite"
+            ),
+            // A dangling one (SQLite would create the file where it points),
+            // and SQLite's -wal name as a link too.
+            "dangling db link" => format!(
+                "ln -s {other} {p}/var/nix/db/db.sqlite && ln -s {mp}/victim {p}/var/nix/db/db.sqlite-wal"
+            ),
+            // FIFOs where a file and SQLite's journal go.
+            _ => format!(
+                "mkfifo {p}/store/.links/{} && mkfifo {p}/var/nix/db/db.sqlite-journal",
+                two[1]
+            ),
+        };
+        env.sb.sh_ok(&plant);
+        let other_before = env.sb.sh(&format!("sha256sum {other} 2>&1")).stdout;
+        let out = env.migrate_timed(&["--resume"]);
+        assert_eq!(out.status.code(), Some(0), "{case}: {}", output_text(&out));
+        assert_eq!(
+            env.sb.sh_ok(&format!("cat {mp}/victim {mp}/victim2")),
+            "victim\nother\n",
+            "{case}: a file outside the copy was written through a hard link"
+        );
+        assert_eq!(
+            env.sb.sh(&format!("sha256sum {other} 2>&1")).stdout,
+            other_before,
+            "{case}: the database a link pointed to was touched (or created)"
+        );
+        let verify = env.nix_verify(&env.target());
+        assert!(verify.status.success(), "{case}: {}", output_text(&verify));
+        assert_eq!(
+            env.listing(&format!("{}/nix", env.root.display())),
+            env.listing(&env.target()),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn a_runaway_deep_directory_is_refused_naming_it_before_anything_is_written() {
+    let Some(env) = setup(256) else { return };
+    let deep = env.root.join("nix/var/nix/deep");
+    // 10,000 levels: deeper than PATH_MAX allows to name at once.
+    sh(&format!(
+        "python3 -c 'import os; os.mkdir(\"{d}\"); os.chdir(\"{d}\")\nfor _ in range(10000):\n    os.mkdir(\"d\"); os.chdir(\"d\")'",
+        d = deep.display()
+    ));
+    let out = env.migrate_timed(&[]);
+    sh(&format!("rm -rf {}", deep.display()));
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("var/nix/deep") && err.contains("directories deep"),
+        "{err}"
+    );
+    let listing = env.sb.sh_ok(&format!("ls -A {}", env.mp.display()));
+    assert!(!listing.contains(".partial"), "nothing copied: {listing}");
+}
+
+#[test]
+fn the_room_check_counts_the_blocks_of_long_symlinks_and_directories() {
+    // 4 KiB blocks (as on any disk of 512 MiB and more; mkfs.ext4 gives a
+    // small one 1 KiB blocks), inodes enough for every entry, and no blocks
+    // reserved for root (the helper, as root, could use them).
+    let Some(env) = setup_fs(256, &["-b", "4096", "-i", "4096", "-m", "0"]) else {
+        return;
+    };
+    // 30,000 symlinks with 100-byte targets: no content, but a 4 KiB
+    // block each on ext4 (117 MiB), and directories holding them.
+    let dir = env.root.join("nix/var/nix/many");
+    sh(&format!(
+        "python3 -c 'import os; os.mkdir(\"{d}\")\nfor i in range(30000):\n    os.symlink(\"/nix/store/\" + \"x\" * 90 + str(i), \"{d}/l%d\" % i)'",
+        d = dir.display()
+    ));
+    // What the copy really takes on the source's ext4.
+    let need: u64 = sh(&format!("du -sB1 {}/nix | cut -f1", env.root.display()))
+        .parse()
+        .unwrap();
+    // Leave 10 MiB less than that free on the disk.
+    env.mount_disk();
+    let mp = env.mp.display().to_string();
+    let avail: u64 = env
+        .sb
+        .sh_ok(&format!("df -B1 --output=avail {mp} | tail -1"))
+        .trim()
+        .parse()
+        .unwrap();
+    let fill = avail - (need - (10 << 20));
+    env.sb
+        .sh_ok(&format!("fallocate -l {fill} {mp}/filler && sync"));
+    let out = env.migrate_timed(&[]);
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("nothing was copied"),
+        "{}",
+        stderr(&out)
+    );
+    let listing = env.sb.sh_ok(&format!("ls -A {mp}"));
     assert!(!listing.contains(".partial"), "nothing copied: {listing}");
 }

@@ -131,7 +131,76 @@ impl BootView {
     /// The VHDX store for `nix-store --store`: a chroot store whose logical
     /// store dir is /nix/store.
     pub fn store_uri(&self) -> String {
-        format!("local?root={}", self.root.display())
+        crate::store::nixcli::root_store_uri(&self.root)
+    }
+
+    /// The VHDX store as the user reaches it (for a command in a message).
+    pub fn shown_store_uri(&self) -> String {
+        crate::store::nixcli::root_store_uri(&self.boot_root)
+    }
+
+    /// The VHDX's database as the user sees it: under `--boot-root`, not
+    /// the view's temporary path (gone once the helper exits).
+    pub fn shown_db(&self) -> PathBuf {
+        self.boot_root.join("nix/var/nix/db/db.sqlite")
+    }
+
+    /// Check that the VHDX's /nix and the directories the store lifecycle
+    /// reads and writes in it are real directories inside the root: a
+    /// `nix/var` or `nix/nixos-wsl` that is a link would carry writes
+    /// (profiles, registrations, the entrypoint) out of the VHDX. Absent
+    /// optional ones are fine.
+    pub fn check_nix_layout(&self) -> Result<(), String> {
+        let required = [
+            "nix",
+            "nix/store",
+            "nix/var",
+            "nix/var/nix",
+            "nix/var/nix/db",
+            "nix/var/nix/profiles",
+        ];
+        let optional = [
+            "nix/nixos-wsl",
+            "nix/var/log",
+            "nix/var/log/nix",
+            "nix/var/nix/gcroots",
+            "nix/var/nix/temproots",
+        ];
+        for (rel, needed) in required
+            .iter()
+            .map(|r| (r, true))
+            .chain(optional.iter().map(|r| (r, false)))
+        {
+            let p = self.root.join(rel);
+            let shown = self.boot_root.join(rel);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(format!(
+                        "{} is a symlink (to {}); the VHDX's /nix must be real directories inside {}, or writes would land outside it. Nothing was changed: replace the link with the directory it stands for",
+                        shown.display(),
+                        fs::read_link(&p).map_or("?".into(), |t| t.display().to_string()),
+                        self.boot_root.display()
+                    ))
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "{} is not a directory: {} is not the root filesystem of a NixOS-WSL instance (its VHDX). Nothing was changed",
+                        shown.display(),
+                        self.boot_root.display()
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !needed => {}
+                Err(_) => {
+                    return Err(format!(
+                        "{} is missing: {} is not the root filesystem of a NixOS-WSL instance (its VHDX). Nothing was changed",
+                        shown.display(),
+                        self.boot_root.display()
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

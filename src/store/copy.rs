@@ -11,7 +11,9 @@
 //! cache without holding a list of the whole store in memory.
 //!
 //! Resumable: a file whose copy has the source's size and mtime is complete
-//! (the mtime is the last thing set), anything else is copied again.
+//! (the mtime is the last thing set), anything else is copied again into a
+//! new file that replaces it: an entry found in the copy is looked at with
+//! lstat, never opened for writing, never followed.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -60,12 +62,34 @@ pub struct Size {
     pub hard_links: u64,
     /// File content, each inode once.
     pub bytes: u64,
-    /// Space on a filesystem with 4 KiB blocks: content rounded up, plus a
-    /// block per directory.
+    /// Space on an ext4 with 4 KiB blocks: content rounded up (with extent
+    /// blocks), directories as large as in the source, long symlinks a
+    /// block each.
     pub blocks_bytes: u64,
 }
 
 const BLOCK: u64 = 4096;
+
+/// How deep below /nix the copy goes. Real store paths are far shallower
+/// (a few dozen levels at most); the walk holds two directory fds and a
+/// stack frame per level in each worker, so a runaway tree (10,000 levels)
+/// is refused while measuring, before anything is written, naming it.
+pub const MAX_DEPTH: usize = 256;
+
+fn too_deep(rel: &Path) -> anyhow::Error {
+    let shown: String = rel
+        .components()
+        .take(4)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+    crate::exit::fail(
+        crate::exit::Exit::UnsafeStore,
+        format!(
+            "{shown}/... in the source /nix is more than {MAX_DEPTH} directories deep; migrate copies nothing that deep (no store path needs it) and has written nothing. Remove that tree (if it is a store path, delete it with `nix-store --delete` after removing its roots), then run migrate again"
+        ),
+    )
+}
 
 impl Size {
     pub fn add(&mut self, other: &Size) {
@@ -79,11 +103,19 @@ impl Size {
     pub fn add_inode(&mut self, st: &FileStat) {
         self.inodes += 1;
         let kind = st.st_mode & libc::S_IFMT;
+        let len = st.st_size.max(0) as u64;
         if kind == libc::S_IFREG {
-            let len = st.st_size.max(0) as u64;
             self.bytes += len;
-            self.blocks_bytes += len.div_ceil(BLOCK) * BLOCK;
+            // A large file also needs extent tree blocks: one per 340
+            // extents of at most 128 MiB, so one per GiB is generous.
+            self.blocks_bytes += len.div_ceil(BLOCK) * BLOCK + len.div_ceil(1 << 30) * BLOCK;
         } else if kind == libc::S_IFDIR {
+            // As many blocks as the source's directory has (its size is
+            // what its entries take), at least one.
+            self.blocks_bytes += len.div_ceil(BLOCK).max(1) * BLOCK;
+        } else if kind == libc::S_IFLNK && len >= 60 {
+            // ext4 keeps a target shorter than 60 bytes in the inode;
+            // a longer one takes a block of its own.
             self.blocks_bytes += BLOCK;
         }
     }
@@ -299,6 +331,9 @@ fn measure_entry(
     }
     size.add_inode(&st);
     if kind(&st) == libc::S_IFDIR {
+        if rel.components().count() + 1 > MAX_DEPTH {
+            return Err(too_deep(&rel.join(name)));
+        }
         let sub = open_src_dir(dir, name)
             .with_context(|| format!("opening {}", rel.join(name).display()))?;
         measure_dir(&sub, &rel.join(name), filter, seen, size)?;
@@ -452,6 +487,9 @@ impl<'a> Engine<'a> {
         st: &FileStat,
         filter: Filter<'_>,
     ) -> Result<()> {
+        if rel.components().count() > MAX_DEPTH {
+            return Err(too_deep(rel));
+        }
         let src = open_src_dir(src_dir, name)
             .with_context(|| format!("opening {} in the source", rel.display()))?;
         let now = fstat(src.as_fd()).with_context(|| format!("inspecting {}", rel.display()))?;
@@ -537,9 +575,13 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         if k == libc::S_IFREG {
+            if self.complete_already(dst_dir, rel, name, st)? {
+                links.insert(key, rel.to_path_buf().into_boxed_path());
+                return Ok(());
+            }
             // Created (empty) before the map names it, so a link made by
             // another worker meanwhile shares the inode the content goes to.
-            let dst = create_dst_file(dst_dir, name)
+            let dst = fresh_dst_file(dst_dir, name)
                 .with_context(|| format!("creating {} in the copy", rel.display()))?;
             links.insert(key, rel.to_path_buf().into_boxed_path());
             drop(links);
@@ -563,7 +605,10 @@ impl<'a> Engine<'a> {
     ) -> Result<()> {
         match k {
             libc::S_IFREG => {
-                let dst = create_dst_file(dst_dir, name)
+                if self.complete_already(dst_dir, rel, name, st)? {
+                    return Ok(());
+                }
+                let dst = fresh_dst_file(dst_dir, name)
                     .with_context(|| format!("creating {} in the copy", rel.display()))?;
                 self.fill_file(src_dir, dst, rel, name, st)
             }
@@ -582,18 +627,6 @@ impl<'a> Engine<'a> {
         st: &FileStat,
     ) -> Result<()> {
         let len = st.st_size.max(0) as u64;
-        let have = fstat(dst.as_fd())
-            .with_context(|| format!("inspecting {} in the copy", rel.display()))?;
-        if have.st_size as u64 == len
-            && have.st_mtime == st.st_mtime
-            && have.st_mtime_nsec == st.st_mtime_nsec
-            && have.st_mode == st.st_mode
-        {
-            // Complete from an earlier run: the mtime is set last.
-            self.progress.bytes.fetch_add(len, Ordering::Relaxed);
-            self.progress.reused.fetch_add(len, Ordering::Relaxed);
-            return Ok(());
-        }
         // O_NONBLOCK: should a FIFO have replaced the file since the
         // lstat, opening it does not hang; the fstat below refuses it.
         let src = openat(
@@ -614,11 +647,6 @@ impl<'a> Engine<'a> {
                 rel.display()
             ));
         }
-        if have.st_size != 0 {
-            // What an interrupted run left: written again from the start.
-            dst.set_len(0)
-                .with_context(|| format!("truncating {} in the copy", rel.display()))?;
-        }
         let src = File::from(src);
         self.copy_data(&src, &dst, len)
             .with_context(|| format!("copying {}", rel.display()))?;
@@ -632,6 +660,43 @@ impl<'a> Engine<'a> {
             .with_context(|| format!("copying the xattrs of {}", rel.display()))?;
         set_owner_mode_times(dst.as_fd(), st)
             .with_context(|| format!("setting owner, mode and times of {}", rel.display()))
+    }
+
+    /// On resume: is `name` in the copy a complete copy of the source file
+    /// from an earlier run? Looked at by lstat only (never opened): a
+    /// regular file with the source's size, mode and mtime (set last), and
+    /// no more links than the source has (a name planted as a hard link to
+    /// a file elsewhere has one more). Anything else is replaced by a new
+    /// file, never written into.
+    fn complete_already(
+        &self,
+        dst_dir: &OwnedFd,
+        rel: &Path,
+        name: &OsStr,
+        st: &FileStat,
+    ) -> Result<bool> {
+        if !self.resume {
+            return Ok(false);
+        }
+        let have = match lstat_at(dst_dir, name) {
+            Ok(h) => h,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => {
+                return Err(e).with_context(|| format!("inspecting {} in the copy", rel.display()))
+            }
+        };
+        let complete = kind(&have) == libc::S_IFREG
+            && have.st_size == st.st_size
+            && have.st_mtime == st.st_mtime
+            && have.st_mtime_nsec == st.st_mtime_nsec
+            && have.st_mode == st.st_mode
+            && have.st_nlink <= st.st_nlink;
+        if complete {
+            let len = st.st_size.max(0) as u64;
+            self.progress.bytes.fetch_add(len, Ordering::Relaxed);
+            self.progress.reused.fetch_add(len, Ordering::Relaxed);
+        }
+        Ok(complete)
     }
 
     fn copy_data(&self, src: &File, dst: &File, len: u64) -> Result<()> {
@@ -736,7 +801,10 @@ impl<'a> Engine<'a> {
         match symlinkat(target.as_os_str(), dst_dir.as_fd(), name) {
             Ok(()) => {}
             Err(Errno::EEXIST) => {
-                let same = readlinkat(dst_dir.as_fd(), name).is_ok_and(|t| t == target);
+                // Kept only when it is the same link and not shared with a
+                // name elsewhere (its owner and times are set below).
+                let same = readlinkat(dst_dir.as_fd(), name).is_ok_and(|t| t == target)
+                    && lstat_at(dst_dir, name).is_ok_and(|h| h.st_nlink <= st.st_nlink);
                 if !same {
                     let tmp = tmp_name(name);
                     symlinkat(target.as_os_str(), dst_dir.as_fd(), tmp.as_os_str()).with_context(
@@ -767,14 +835,28 @@ impl<'a> Engine<'a> {
         k: libc::mode_t,
     ) -> Result<()> {
         let flag = SFlag::from_bits_truncate(k);
-        match mknodat(
-            dst_dir.as_fd(),
-            name,
-            flag,
-            Mode::from_bits_truncate(0o600),
-            st.st_rdev,
-        ) {
-            Ok(()) | Err(Errno::EEXIST) => {}
+        let make = |at: &OsStr| {
+            mknodat(
+                dst_dir.as_fd(),
+                at,
+                flag,
+                Mode::from_bits_truncate(0o600),
+                st.st_rdev,
+            )
+        };
+        match make(name) {
+            Ok(()) => {}
+            // Left by an earlier run, or planted: never reused (its owner
+            // and mode are set below, which would change an inode linked
+            // from elsewhere). A new node replaces it.
+            Err(Errno::EEXIST) => {
+                let tmp = tmp_name(name);
+                let _ = unlinkat(dst_dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+                make(tmp.as_os_str())
+                    .with_context(|| format!("creating {} in the copy", rel.display()))?;
+                renameat(dst_dir.as_fd(), tmp.as_os_str(), dst_dir.as_fd(), name)
+                    .with_context(|| format!("replacing {} in the copy", rel.display()))?;
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("creating {} in the copy", rel.display()))
             }
@@ -805,14 +887,36 @@ fn tmp_name(name: &OsStr) -> OsString {
     tmp
 }
 
-fn create_dst_file(dir: &OwnedFd, name: &OsStr) -> nix::Result<File> {
-    let fd = openat(
-        dir.as_fd(),
-        name,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )?;
-    Ok(File::from(fd))
+/// A new, empty file at `name`, made by this run: O_EXCL, so an existing
+/// entry (a hard link to a file elsewhere, a FIFO, a link, what an earlier
+/// run left) is never opened, let alone written into. An existing entry is
+/// replaced: the new file is made at a temporary name and renamed over it.
+fn fresh_dst_file(dir: &OwnedFd, name: &OsStr) -> nix::Result<File> {
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_CREAT
+        | OFlag::O_EXCL
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NONBLOCK;
+    match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::EEXIST) => {
+            let tmp = tmp_name(name);
+            match unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+            let fd = openat(
+                dir.as_fd(),
+                tmp.as_os_str(),
+                flags,
+                Mode::from_bits_truncate(0o600),
+            )?;
+            renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name)?;
+            Ok(File::from(fd))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn read_write(src: &File, dst: &File, chunk: usize) -> Result<usize> {

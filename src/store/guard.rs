@@ -12,7 +12,7 @@
 //! - every path of that closure, read from the same database, exists
 //!   under `store/`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -95,31 +95,89 @@ fn check_layout(dir: &Path) -> Result<()> {
     }
     let db = dir.join("var/nix/db/db.sqlite");
     match fs::symlink_metadata(&db) {
-        Ok(m) if m.is_file() => Ok(()),
-        _ => Err(unsafe_store(format!(
+        Ok(m) if m.is_file() => {}
+        _ => {
+            return Err(unsafe_store(format!(
             "{} is not a regular file, so {} has no Nix database; refusing to bind it. Next: {}",
             db.display(),
             dir.display(),
             migrate_hint(dir)
-        ))),
+        )))
+        }
     }
+    check_no_submounts(dir)
+}
+
+/// The /nix bind (nix.mount) is not recursive: a filesystem mounted below
+/// the store's dir (on store/, var/nix/db, a store path) is not carried
+/// over, so after the bind /nix would show the empty directory under it.
+/// Refused rather than bound recursively: a recursive bind would also carry
+/// whatever else someone mounted there, and the store must be one
+/// filesystem for Nix's hard links (.links) and renames to work.
+fn check_no_submounts(dir: &Path) -> Result<()> {
+    let mounts = crate::mountinfo::read()
+        .map_err(|e| unsafe_store(format!("reading /proc/self/mountinfo: {e}")))?;
+    let below: Vec<String> = mounts
+        .iter()
+        .filter(|m| m.mount_point != dir && m.mount_point.starts_with(dir))
+        .map(|m| m.mount_point.display().to_string())
+        .collect();
+    if below.is_empty() {
+        return Ok(());
+    }
+    Err(unsafe_store(format!(
+        "{} is a mount point of its own below the store {}; the bind over /nix does not carry submounts, so /nix would show the empty directory under it. Refusing to bind: unmount it (`umount {}`) and keep the whole store on the one filesystem of {}",
+        below.join(", "),
+        dir.display(),
+        below[0],
+        dir.display()
+    )))
 }
 
 /// The closure of `system` in the store at `dir`, each path present under
 /// `dir/store`. Ok(None): `system` is not valid in that database.
 fn closure_present(dir: &Path, system: &str) -> Result<Option<usize>> {
     let db = NixDb::open(&dir.join("var/nix")).map_err(|e| unsafe_store(format!("{e:#}")))?;
-    if !db.is_valid(system)? {
+    if !db
+        .is_valid(system)
+        .map_err(|e| unsafe_store(format!("{e:#}")))?
+    {
         return Ok(None);
     }
-    let closure = db.closure([system])?;
+    let closure = db
+        .closure([system])
+        .map_err(|e| unsafe_store(format!("{e:#}")))?;
     // One read of the store directory instead of an lstat per path: the
-    // same answer (the entry exists), a fraction of the syscalls.
+    // same answer (the entry exists, and its type from the directory entry,
+    // which ext4 records), a fraction of the syscalls.
     let store = dir.join("store");
-    let present: HashSet<std::ffi::OsString> = fs::read_dir(&store)
+    let mut present: HashMap<std::ffi::OsString, fs::FileType> = HashMap::new();
+    for entry in fs::read_dir(&store)
         .map_err(|e| unsafe_store(format!("reading {}: {e}", store.display())))?
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .collect();
+    {
+        let entry = entry.map_err(|e| unsafe_store(format!("reading {}: {e}", store.display())))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| unsafe_store(format!("inspecting {}: {e}", entry.path().display())))?;
+        present.insert(entry.file_name(), kind);
+    }
+    // What the bind shows must be what Nix registered: the system a real
+    // directory (init, activate, sw inside), every path a directory, file or
+    // symlink (a NAR holds nothing else). A FIFO or socket there is not a
+    // store path, and a symlink toplevel leads out of the store.
+    match present.get(std::ffi::OsStr::new(nixdb::store_name(system).unwrap_or(""))) {
+        Some(k) if k.is_dir() => {}
+        Some(k) => {
+            return Err(unsafe_store(format!(
+                "the booted system {system} is {} in {}/store, not a directory: the bind would show something else than the registered system. Refusing to bind. Next: {}",
+                kind_name(k),
+                dir.display(),
+                migrate_hint(dir)
+            )))
+        }
+        None => {}
+    }
+    let mut wrong = Vec::new();
     let mut missing = Vec::new();
     for path in &closure {
         let Some(name) = nixdb::store_name(path) else {
@@ -128,9 +186,23 @@ fn closure_present(dir: &Path, system: &str) -> Result<Option<usize>> {
                 db.path().display()
             )));
         };
-        if !present.contains(std::ffi::OsStr::new(name)) {
-            missing.push(path.as_str());
+        match present.get(std::ffi::OsStr::new(name)) {
+            None => missing.push(path.as_str()),
+            Some(k) if !(k.is_dir() || k.is_file() || k.is_symlink()) => {
+                wrong.push(format!("{path} ({})", kind_name(k)))
+            }
+            Some(_) => {}
         }
+    }
+    if !wrong.is_empty() {
+        return Err(unsafe_store(format!(
+            "{} of the closure of {system} in {}/store are not what a store path can be (a directory, file or symlink): {}; refusing to bind. Remove them and run `nix-store --store '{}' --verify --repair`, or {}",
+            wrong.len(),
+            dir.display(),
+            wrong.iter().take(SHOW_MISSING).cloned().collect::<Vec<_>>().join(", "),
+            nixcli::nix_dir_store_uri(dir).unwrap_or_default(),
+            migrate_hint(dir)
+        )));
     }
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(SHOW_MISSING).copied().collect();
@@ -146,6 +218,23 @@ fn closure_present(dir: &Path, system: &str) -> Result<Option<usize>> {
         )));
     }
     Ok(Some(closure.len()))
+}
+
+fn kind_name(k: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if k.is_symlink() {
+        "a symlink"
+    } else if k.is_fifo() {
+        "a FIFO"
+    } else if k.is_socket() {
+        "a socket"
+    } else if k.is_block_device() || k.is_char_device() {
+        "a device node"
+    } else if k.is_file() {
+        "a regular file"
+    } else {
+        "not a directory"
+    }
 }
 
 /// The guard's check of the store at `dir` for `system`, without the heal:
@@ -202,7 +291,8 @@ pub fn verify(cfg: &Config, boot_root: &Path) -> Result<Verified> {
 fn heal(cfg: &Config, dir: &Path, system: &str, boot_root: &Path) -> Result<usize> {
     let to = nixcli::nix_dir_store_uri(dir).map_err(unsafe_store)?;
     BootView::in_own_thread(boot_root, |view| {
-        let vhdx = NixDb::open(&view.nix_dir().join("var/nix")).map_err(|e| {
+        let shown = view.shown_db();
+        let vhdx = NixDb::open_as(&view.nix_dir().join("var/nix"), &shown).map_err(|e| {
             unsafe_store(format!(
                 "{e:#}; the VHDX store cannot be read, so the disk store cannot be healed"
             ))
@@ -214,9 +304,12 @@ fn heal(cfg: &Config, dir: &Path, system: &str, boot_root: &Path) -> Result<usiz
                 migrate_hint(dir)
             )));
         }
-        let closure = vhdx.closure([system])?;
-        let have =
-            NixDb::open(&dir.join("var/nix"))?.valid_of(closure.iter().map(String::as_str))?;
+        let closure = vhdx
+            .closure([system])
+            .map_err(|e| unsafe_store(format!("{e:#}")))?;
+        let have = NixDb::open(&dir.join("var/nix"))
+            .and_then(|db| db.valid_of(closure.iter().map(String::as_str)))
+            .map_err(|e| unsafe_store(format!("{e:#}")))?;
         let missing: Vec<String> = closure.difference(&have).cloned().collect();
         let bytes = vhdx.nar_size(missing.iter().map(String::as_str))?;
         drop(vhdx);
@@ -227,10 +320,45 @@ fn heal(cfg: &Config, dir: &Path, system: &str, boot_root: &Path) -> Result<usiz
             human_bytes(bytes),
             dir.display()
         );
+        // The VHDX must hold every path it is to give: a path registered
+        // there but gone from its disk would make the import fail half way.
+        let vhdx_store = view.nix_dir().join("store");
+        let absent: Vec<&String> = missing
+            .iter()
+            .filter(|p| {
+                nixdb::store_name(p)
+                    .is_none_or(|n| fs::symlink_metadata(vhdx_store.join(n)).is_err())
+            })
+            .collect();
+        if !absent.is_empty() {
+            return Err(unsafe_store(format!(
+                "heal impossible: {} of the {} paths the disk store lacks are registered in {} but missing from the VHDX's {}/nix/store too (first: {}); neither store holds the booted system whole. /nix stays the VHDX store. Next: {}",
+                absent.len(),
+                missing.len(),
+                shown.display(),
+                view.boot_root().display(),
+                absent.iter().take(SHOW_MISSING).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                migrate_hint(dir)
+            )));
+        }
         nixcli::copy_paths(cfg, &view.store_uri(), &to, &missing).map_err(|why| {
+            let full = crate::space::free_bytes(Path::new(&cfg.mount_point))
+                .is_ok_and(|free| free < bytes.saturating_add(64 << 20));
+            let next = if full {
+                format!(
+                    "the disk has too little room for {}: free space on {} (`df -h {}`)",
+                    human_bytes(bytes),
+                    cfg.mount_point,
+                    cfg.mount_point
+                )
+            } else {
+                format!(
+                    "the output above says what nix-store could not do; `nix-store --store '{}' --verify` checks the VHDX store",
+                    view.shown_store_uri()
+                )
+            };
             unsafe_store(format!(
-                "heal failed: {why}; /nix stays the VHDX store. Check free space on {} (`df -h {}`)",
-                cfg.mount_point, cfg.mount_point
+                "heal failed: {why}; /nix stays the VHDX store. Next: {next}"
             ))
         })?;
         Ok(missing.len())

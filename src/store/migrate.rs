@@ -215,6 +215,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         )
     })?;
 
+    raise_fd_limit();
     let stop_after = std::env::var(STOP_AFTER_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
@@ -265,7 +266,24 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         done.store(true, Ordering::Relaxed);
         result
     });
-    copied.with_context(|| format!("copying {} to {partial}", shown_src.display()))?;
+    if let Err(e) = copied {
+        let full = e.chain().any(|c| {
+            c.downcast_ref::<Errno>()
+                .is_some_and(|n| matches!(n, Errno::ENOSPC | Errno::EDQUOT))
+                || c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                })
+        });
+        if full {
+            return Err(fail(
+                Exit::NoRoom,
+                format!(
+                    "{mp} ran out of room during the copy ({e:#}), although the plan fitted; what was copied stays in {partial}. Free space on the disk, then run `wsl-storage-mount migrate --resume`"
+                ),
+            ));
+        }
+        return Err(e.context(format!("copying {} to {partial}", shown_src.display())));
+    }
     let p = &engine.progress;
     let secs = copy_started.elapsed().as_secs_f64();
     log::info!(
@@ -323,6 +341,27 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Exit> {
         "next: make sure bindMountNixStore is on (the NixOS module's default) with nixStoreSubdir = \"{subdir}\", then restart this instance so /nix is the disk from its start: in PowerShell `wsl --terminate {distro}`, then `wsl -d {distro}`; `wsl-storage-mount status` shows the bind"
     );
     Ok(Exit::Success)
+}
+
+/// The walk holds two directory fds per level in each worker (up to
+/// `copy::MAX_DEPTH` levels): more than the usual soft limit of 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 16);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::debug!(
+                    "cannot raise the open file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }
 
 struct System {
@@ -512,20 +551,18 @@ fn rest_filter(rel: &Path, name: &OsStr) -> bool {
 
 /// The source database, read-only: the copy never writes to the source.
 fn open_source_db(db: &Path, shown_src: &Path) -> Result<Connection> {
-    let meta = std::fs::symlink_metadata(db).with_context(|| {
-        format!(
-            "{}/var/nix/db/db.sqlite: the Nix database of the source",
-            shown_src.display()
-        )
-    })?;
-    if !meta.is_file() {
-        return Err(fail(
-            Exit::UnsafeStore,
-            format!(
-                "{}/var/nix/db/db.sqlite is not a regular file; refusing to read it",
-                shown_src.display()
-            ),
-        ));
+    // The database and its siblings: no link, no FIFO (SQLite would
+    // follow the one and block on the other).
+    let shown_db = shown_src.join("var/nix/db/db.sqlite");
+    crate::store::nixdb::check_regular(db, &shown_db, false)
+        .map_err(|e| fail(Exit::UnsafeStore, format!("{e:#}; refusing to read it")))?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut p = db.as_os_str().to_os_string();
+        p.push(suffix);
+        let mut shown = shown_db.as_os_str().to_os_string();
+        shown.push(suffix);
+        crate::store::nixdb::check_regular(Path::new(&p), Path::new(&shown), true)
+            .map_err(|e| fail(Exit::UnsafeStore, format!("{e:#}; refusing to read it")))?;
     }
     let conn = Connection::open_with_flags(
         db,
@@ -575,6 +612,40 @@ fn snapshot_db(
     })?;
     let dst_path = PathBuf::from(format!("/proc/self/fd/{}/db.sqlite", db_dir.as_raw_fd()));
     let shown_dst = format!("{partial}/var/nix/db/db.sqlite");
+    // SQLite opens the database and its journal by path and follows links:
+    // whatever an earlier run (or anyone) left under these names is removed
+    // (never opened, never followed), and the database file is made here,
+    // O_EXCL, before SQLite gets the path. The snapshot is taken anew on
+    // every run anyway.
+    for leftover in [
+        "db.sqlite",
+        "db.sqlite-wal",
+        "db.sqlite-shm",
+        "db.sqlite-journal",
+    ] {
+        match nix::unistd::unlinkat(db_dir.as_fd(), leftover, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => log::debug!("removed {partial}/var/nix/db/{leftover} of an earlier run"),
+            Err(Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("removing {partial}/var/nix/db/{leftover} (left in the copy; the snapshot is taken again)")
+                })
+            }
+        }
+    }
+    drop(
+        nix::fcntl::openat(
+            db_dir.as_fd(),
+            "db.sqlite",
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .with_context(|| format!("creating {shown_dst}"))?,
+    );
     let shown_db = shown_src.join("var/nix/db/db.sqlite");
     let src = open_source_db(src_db, shown_src)?;
     let mut dst = Connection::open(&dst_path).with_context(|| format!("creating {shown_dst}"))?;
@@ -704,8 +775,8 @@ fn verify_copy(dir: &Path, system: &System) -> Result<Checked> {
 
 /// Nix's own check of the copy: every valid path's content hash.
 fn verify_contents(cfg: &Config, partial: &str) -> Result<()> {
-    let store =
-        format!("local?real={partial}/store&state={partial}/var/nix&log={partial}/var/log/nix");
+    // Encoded: Nix decodes the URI, so a `%` in the path would name another dir.
+    let store = crate::store::nixcli::nix_dir_store_uri(Path::new(partial)).unwrap_or_default();
     log::info!(
         "verifying every path's contents: {} --store '{store}' --verify --check-contents",
         cfg.nix_store_command

@@ -17,18 +17,36 @@ use crate::proc;
 pub const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DELETE_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// The store laid out as a /nix directory at `dir` (store/, var/nix/):
-/// the disk's instance dir.
-pub fn nix_dir_store_uri(dir: &Path) -> Result<String, String> {
-    let d = dir.display().to_string();
-    if d.contains(['?', '&', '=', '#']) {
-        return Err(format!(
-            "{d} contains one of ? & = #, which a Nix store URI cannot carry; choose a mountPoint and nixStoreSubdir without them"
-        ));
+/// A path as a value in a Nix store URI's query. Nix percent-decodes every
+/// parameter, so a `%` (or `?`, `&`, `=`, `#`) in a path taken as it is
+/// would name another directory: everything but unreserved characters and
+/// `/` is encoded.
+pub fn uri_value(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
+    out
+}
+
+/// The store laid out as a /nix directory at `dir` (store/, var/nix/):
+/// the disk's instance dir. Every character a path can hold is carried
+/// (encoded); Err is kept for callers that map it to an exit code.
+pub fn nix_dir_store_uri(dir: &Path) -> Result<String, String> {
+    let d = uri_value(dir);
     Ok(format!(
         "local?real={d}/store&state={d}/var/nix&log={d}/var/log/nix"
     ))
+}
+
+/// A chroot store (`local?root=`), as Nix reads it.
+pub fn root_store_uri(root: &Path) -> String {
+    format!("local?root={}", uri_value(root))
 }
 
 fn nix_store(cfg: &Config, store: &str) -> Command {
@@ -99,4 +117,21 @@ pub fn delete_paths(cfg: &Config, store: &str, paths: &[String]) -> Result<(), S
         out.describe(DELETE_TIMEOUT),
         last_lines(out.stderr_text().as_bytes())
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_uris_encode_what_nix_would_decode() {
+        assert_eq!(
+            nix_dir_store_uri(Path::new("/mnt/a%41 b")).unwrap(),
+            "local?real=/mnt/a%2541%20b/store&state=/mnt/a%2541%20b/var/nix&log=/mnt/a%2541%20b/var/log/nix"
+        );
+        assert_eq!(
+            root_store_uri(Path::new("/r?x&y=#")),
+            "local?root=/r%3Fx%26y%3D%23"
+        );
+    }
 }

@@ -102,23 +102,21 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
             store_dir.display()
         )));
     }
+    check_is_nixos_system(&store_dir.join("store"), &system)?;
 
     let view = BootView::open(req.boot_root)?;
     // A Ctrl-C stops nix-store too; an import cut short leaves the previous
     // boot generation as it was.
     crate::proc::kill_children_on_signal();
     let vhdx_nix = view.nix_dir();
-    for sub in ["store", "var/nix/db", "var/nix/profiles"] {
-        let p = vhdx_nix.join(sub);
-        if !fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            return Err(sync_failed(format!(
-                "{}/nix/{sub} is not a directory: {} is not the root filesystem of a NixOS-WSL instance (its VHDX). Nothing was changed",
-                view.boot_root().display(),
-                view.boot_root().display()
-            )));
-        }
-    }
+    view.check_nix_layout().map_err(sync_failed)?;
+    let shown_db = view.shown_db();
     let _lock = lock(&state::run_dir().join("sync-boot.lock"))?;
+    let profiles = vhdx_nix.join("var/nix/profiles");
+    // Before anything is copied: a generation number that cannot grow.
+    if !req.closure_only {
+        next_generation(&profiles)?;
+    }
     let mut report = Report::default();
 
     // 1. What the next start needs: the system, the root-filesystem links'
@@ -140,9 +138,11 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
             }
         }
     }
-    let closure = disk.closure(wanted.iter().map(String::as_str))?;
-    let vhdx_db =
-        NixDb::open(&vhdx_nix.join("var/nix")).map_err(|e| sync_failed(format!("{e:#}")))?;
+    let closure = disk
+        .closure(wanted.iter().map(String::as_str))
+        .map_err(|e| sync_failed(format!("{e:#}; nothing was changed on the VHDX")))?;
+    let vhdx_db = NixDb::open_as(&vhdx_nix.join("var/nix"), &shown_db)
+        .map_err(|e| sync_failed(format!("{e:#}")))?;
     let have = vhdx_db.valid_of(closure.iter().map(String::as_str))?;
     drop(vhdx_db);
     let missing: BTreeSet<String> = closure.difference(&have).cloned().collect();
@@ -171,8 +171,8 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
     }
     report.copied = missing.len();
     report.copied_bytes = bytes;
-    let vhdx_db =
-        NixDb::open(&vhdx_nix.join("var/nix")).map_err(|e| sync_failed(format!("{e:#}")))?;
+    let vhdx_db = NixDb::open_as(&vhdx_nix.join("var/nix"), &shown_db)
+        .map_err(|e| sync_failed(format!("{e:#}")))?;
     let now_valid = vhdx_db.valid_of(closure.iter().map(String::as_str))?;
     if now_valid.len() != closure.len() {
         let lacking: Vec<&String> = closure.difference(&now_valid).take(5).collect();
@@ -181,32 +181,58 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
             closure.len() - now_valid.len()
         )));
     }
+    // 3. Everything the next start execs before activation resolves, checked
+    // before the boot generation changes: a failure here keeps the
+    // previous generation, as the message says.
+    check_root_links(view.root(), &vhdx_nix, &shown_db)?;
+    // WSL execs the entrypoint: it changes only once the checks passed.
     for (name, target) in &nixos_wsl {
         replace_link(&vhdx_nix.join(NIXOS_WSL_DIR), name, target)?;
     }
 
-    // 3. The boot generation.
-    let profiles = vhdx_nix.join("var/nix/profiles");
+    // 4. The boot generation.
     if !req.closure_only {
         report.generation = Some(set_profile(&profiles, &system)?);
         let pruned = prune_generations(&profiles, cfg.boot_generations)?;
-        // 4. Garbage: everything the kept roots do not reach.
+        // 5. Garbage: everything the kept roots do not reach.
         let roots = gc_roots(view.root(), &profiles)?;
-        let live = vhdx_db.closure(roots.iter().map(String::as_str))?;
+        let live = vhdx_db
+            .closure(roots.iter().map(String::as_str))
+            .map_err(|e| {
+                sync_failed(format!(
+                    "{e:#}; the new generation is in place, nothing was collected"
+                ))
+            })?;
         let valid = vhdx_db.all_valid()?;
         let candidates: BTreeSet<String> = valid.difference(&live).cloned().collect();
-        // Never delete the only copy: a path the disk store lacks stays.
-        let on_disk = disk.valid_of(candidates.iter().map(String::as_str))?;
+        // Never delete the only copy: a path stays unless the disk store
+        // has it both registered and really there (a registered path gone
+        // from the disk's store/ makes the VHDX's copy the only one).
+        let disk_store = store_dir.join("store");
+        let on_disk: BTreeSet<String> = disk
+            .valid_of(candidates.iter().map(String::as_str))?
+            .into_iter()
+            .filter(|p| {
+                nixdb::store_name(p)
+                    .is_some_and(|n| fs::symlink_metadata(disk_store.join(n)).is_ok())
+            })
+            .collect();
         let only_here = candidates.len() - on_disk.len();
         if only_here > 0 {
             log::info!(
-                "sync-boot: keeping {only_here} unreachable paths in the VHDX store that the disk store lacks (their only copy)"
+                "sync-boot: keeping {only_here} unreachable paths in the VHDX store that the disk store lacks or has registered but not on its disk (their only copy)"
             );
         }
         // The dead set must be closed under referrers for Nix to delete
         // it: drop anything a kept path refers to (closure of what stays).
         let kept_extra: BTreeSet<String> = candidates.difference(&on_disk).cloned().collect();
-        let keep = vhdx_db.closure(kept_extra.iter().map(String::as_str))?;
+        let keep = vhdx_db
+            .closure(kept_extra.iter().map(String::as_str))
+            .map_err(|e| {
+                sync_failed(format!(
+                    "{e:#}; the new generation is in place, nothing was collected"
+                ))
+            })?;
         let dead: Vec<String> = on_disk.difference(&keep).cloned().collect();
         report.freed_bytes = vhdx_db.nar_size(dead.iter().map(String::as_str))?;
         drop(vhdx_db);
@@ -232,8 +258,6 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
         drop(vhdx_db);
     }
 
-    // 5. Everything the next start execs before activation resolves.
-    check_root_links(view.root(), &vhdx_nix)?;
     log::info!(
         "sync-boot: {} {}: copied {} paths ({}), freed {} paths ({}), in {} ms",
         if req.closure_only {
@@ -254,17 +278,48 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// The lock that keeps two sync-boots apart. It lives in the run dir, but
+/// a file planted there is not followed (O_NOFOLLOW) nor waited on (a FIFO
+/// opens at once with O_NONBLOCK, then is refused by type).
 fn lock(path: &Path) -> Result<Flock<File>> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut f = fs::OpenOptions::new()
+    let opened = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .mode(0o600)
+        .open(path);
+    let mut f = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(sync_failed(format!(
+                "{} is a symlink (to {}), not the lock file sync-boot makes; nothing was changed. Remove it (`sudo rm {}`) and run sync-boot again",
+                path.display(),
+                fs::read_link(path).map_or("?".into(), |t| t.display().to_string()),
+                path.display()
+            )))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            // A FIFO with no reader refuses a non-blocking writer.
+            return Err(not_a_lock_file(path, "a FIFO"));
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening lock {}", path.display())),
+    };
+    let meta = f
+        .metadata()
+        .with_context(|| format!("inspecting lock {}", path.display()))?;
+    if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if meta.file_type().is_fifo() {
+            "a FIFO"
+        } else {
+            "not a regular file"
+        };
+        return Err(not_a_lock_file(path, what));
+    }
     loop {
         match Flock::lock(f, FlockArg::LockExclusive) {
             Ok(l) => return Ok(l),
@@ -272,6 +327,40 @@ fn lock(path: &Path) -> Result<Flock<File>> {
             Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
         }
     }
+}
+
+fn not_a_lock_file(path: &Path, what: &str) -> anyhow::Error {
+    sync_failed(format!(
+        "{} is {what}, not the lock file sync-boot makes; nothing was changed. Remove it (`sudo rm {}`) and run sync-boot again",
+        path.display(),
+        path.display()
+    ))
+}
+
+/// A NixOS system's toplevel is a directory with `init` (what /sbin/init
+/// leads to) and `activate` (what the shim runs): anything else made the
+/// boot generation would leave the VHDX unbootable.
+fn check_is_nixos_system(store: &Path, system: &str) -> Result<()> {
+    let Some(name) = nixdb::store_name(system) else {
+        return Err(sync_failed(format!("{system} is not a /nix/store path")));
+    };
+    let top = store.join(name);
+    let is_dir = fs::symlink_metadata(&top).is_ok_and(|m| m.is_dir());
+    let lacking: Vec<&str> = ["init", "activate"]
+        .into_iter()
+        .filter(|f| !is_dir || fs::symlink_metadata(top.join(f)).is_err())
+        .collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    Err(sync_failed(format!(
+        "{system} is not a NixOS system ({}); making it the boot generation would leave the VHDX unbootable. Nothing was changed. Give the system's toplevel (config.system.build.toplevel, /run/current-system, or ./result of `nixos-rebuild build`)",
+        if is_dir {
+            format!("it has no {}", lacking.join(" or "))
+        } else {
+            "it is not a directory".to_string()
+        }
+    )))
 }
 
 /// SYSTEM as given: a store path, or a link to one (./result, a profile).
@@ -384,12 +473,29 @@ fn set_profile(profiles: &Path, system: &str) -> Result<u64> {
             }
         }
     }
-    let n = gens.last().map_or(1, |(n, _)| n + 1);
+    let n = next_generation(profiles)?;
     let name = format!("system-{n}-link");
     replace_link(profiles, &name, system)?;
     replace_link(profiles, "system", &name)?;
     log::info!("sync-boot: VHDX profile system -> {name} -> {system}");
     Ok(n)
+}
+
+/// The number the next generation link gets. A `system-<u64::MAX>-link`
+/// (planted, or a hand-made link) would make it wrap to 0 and generations
+/// overwrite each other: refused, before anything changes.
+fn next_generation(profiles: &Path) -> Result<u64> {
+    let gens = generations(profiles)?;
+    let Some((last, name)) = gens.last() else {
+        return Ok(1);
+    };
+    last.checked_add(1).ok_or_else(|| {
+        sync_failed(format!(
+            "{} is the highest generation number there can be, so no new generation fits after it; nothing was changed. Renumber or remove that link (`sudo rm {}` if it is not the current one), then run sync-boot again",
+            profiles.join(name).display(),
+            profiles.join(name).display()
+        ))
+    })
 }
 
 /// Keep the newest `keep` generation links (and always the current one).
@@ -553,8 +659,22 @@ fn root_link_targets(root: &Path) -> Result<Vec<(String, String)>> {
 
 /// Every root-filesystem link into /nix/store resolves in the VHDX store
 /// (valid in its database and present), or sync-boot fails naming them.
-pub fn check_root_links(root: &Path, vhdx_nix: &Path) -> Result<()> {
-    let db = NixDb::open(&vhdx_nix.join("var/nix"))?;
+pub fn check_root_links(root: &Path, vhdx_nix: &Path, shown_db: &Path) -> Result<()> {
+    let db = NixDb::open_as(&vhdx_nix.join("var/nix"), shown_db)
+        .map_err(|e| sync_failed(format!("{e:#}")))?;
+    let broken = broken_root_links(root, vhdx_nix, &db)?;
+    if broken.is_empty() {
+        return Ok(());
+    }
+    Err(sync_failed(format!(
+        "these links on the root filesystem do not resolve in the VHDX store, so the next start of this instance could fail: {}. The previous boot generation is kept. Run `sudo wsl-storage-mount sync-boot` with the disk attached (it copies what they need), and do not restart the instance until it succeeds",
+        broken.join(", ")
+    )))
+}
+
+/// The root-filesystem links that do not resolve in the VHDX store, each
+/// "link -> target" or "link: why".
+fn broken_root_links(root: &Path, vhdx_nix: &Path, db: &NixDb) -> Result<Vec<String>> {
     let mut broken = Vec::new();
     for (link, name) in root_link_targets(root)? {
         let path = format!("{}/{name}", nixdb::STORE_DIR);
@@ -570,13 +690,7 @@ pub fn check_root_links(root: &Path, vhdx_nix: &Path) -> Result<()> {
             }
         }
     }
-    if broken.is_empty() {
-        return Ok(());
-    }
-    Err(sync_failed(format!(
-        "these links on the root filesystem do not resolve in the VHDX store, so the next start of this instance could fail: {}. Run `sudo wsl-storage-mount sync-boot` with the disk attached (it copies what they need), and do not restart the instance until it succeeds",
-        broken.join(", ")
-    )))
+    Ok(broken)
 }
 
 /// Copy `order` (references first) in batches, with progress: a bar on a
@@ -655,6 +769,10 @@ pub struct BootStatus {
     pub vhdx_store_bytes: Option<u64>,
     /// Why something could not be read.
     pub error: Option<String>,
+    /// What would break the next start or stop the next sync-boot: root
+    /// links that do not resolve in the VHDX store, a generation number
+    /// that cannot grow, a lock file that is not one.
+    pub hazards: Vec<String>,
 }
 
 pub fn boot_status(cfg: &Config, boot_root: &Path) -> BootStatus {
@@ -664,15 +782,34 @@ pub fn boot_status(cfg: &Config, boot_root: &Path) -> BootStatus {
     }
     let vhdx = BootView::in_own_thread(boot_root, |view| {
         let nix = view.nix_dir();
+        view.check_nix_layout().map_err(anyhow::Error::msg)?;
         let system = resolve_profile(&nix.join("var/nix/profiles"), "system").ok();
-        let db = NixDb::open(&nix.join("var/nix"))?;
-        Ok((system, db.all_valid()?.len(), db.total_nar_size()?))
+        let db = NixDb::open_as(&nix.join("var/nix"), &view.shown_db())?;
+        let mut hazards: Vec<String> = broken_root_links(view.root(), &nix, &db)?
+            .into_iter()
+            .map(|b| format!("{b}: does not resolve in the VHDX store, so the next start of this instance could fail; run `sudo wsl-storage-mount sync-boot` (it copies what the links need) or repair the link"))
+            .collect();
+        if let Err(e) = next_generation(&nix.join("var/nix/profiles")) {
+            hazards.push(format!("{e:#}"));
+        }
+        Ok((system, db.all_valid()?.len(), db.total_nar_size()?, hazards))
     });
+    let lock = state::run_dir().join("sync-boot.lock");
+    if let Ok(m) = fs::symlink_metadata(&lock) {
+        if !m.is_file() {
+            st.hazards.push(format!(
+                "{} is not a regular file (a symlink, a FIFO?): sync-boot refuses to run until it is removed (`sudo rm {}`)",
+                lock.display(),
+                lock.display()
+            ));
+        }
+    }
     match vhdx {
-        Ok((system, paths, bytes)) => {
+        Ok((system, paths, bytes, hazards)) => {
             st.vhdx_system = system;
             st.vhdx_paths = Some(paths);
             st.vhdx_store_bytes = Some(bytes);
+            st.hazards.extend(hazards);
         }
         Err(e) => st.error = Some(format!("{e:#}")),
     }
