@@ -9,10 +9,11 @@ daemon answers with must be in the disk's store and never in the VHDX's.
 from common import STORE_DIR, check, check_storage_up, vhdx
 from harness import default_settings
 
+# Absolute paths: the unit's PATH is the one NixOS gives it (its `path`).
 CLIENT = (
     "set -e; mkdir -p /run/twin-early; echo early > /run/twin-early/probe; "
-    "findmnt -n -o SOURCE,FSROOT --mountpoint /nix > /run/twin-early/nix-at-connect || true; "
-    "nix-store --store daemon --add /run/twin-early/probe > /run/twin-early/path"
+    "/usr/bin/findmnt -n -o SOURCE,FSROOT --mountpoint /nix > /run/twin-early/nix-at-connect || true; "
+    "/usr/bin/nix-store --store daemon --add /run/twin-early/probe > /run/twin-early/path"
 )
 
 SETTINGS = default_settings(systemd={"services": {"twin-early-client": {
