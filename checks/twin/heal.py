@@ -29,5 +29,5 @@ def test(m):
     m.wait_for_boot()
     check(booted_system(m) == gen2, "generation 2 booted")
     check_storage_up(m, "healed")
-    check(state(m)["healed_paths"] > 0, f"the heal copied paths: {state(m)}")
+    check(state(m)["healedPaths"] > 0, f"the heal copied paths: {state(m)}")
     m.succeed(f"nix-store --verify-path $(nix-store -qR {gen2})")

@@ -24,4 +24,4 @@ def test(m):
     threading.Thread(target=attach_later, daemon=True).start()
     m.wait_for_boot()
     check_storage_up(m, "disk attached during the wait")
-    check(state(m)["waited_ms"] > 0, f"the helper waited: {state(m)}")
+    check(state(m)["waitedMs"] > 0, f"the helper waited: {state(m)}")

@@ -19,7 +19,7 @@ def test(m):
     st = m.wait_for_boot()
     check(st == "degraded", f"the boot ended {st}")
     check(m.unit_state("wsl-storage-mount.service") == "failed", "the helper failed")
-    check(state(m)["exit_code"] == 3, f"exit 3 (no device): {state(m)}")
+    check(state(m)["exitCode"] == 3, f"exit 3 (no device): {state(m)}")
     journal = m.journal("-b -u wsl-storage-mount.service")
     check("fsUuid" in journal or "3d2f8c1e" in journal, f"the message names the disk:\n{journal}")
     check(show(m, "nix.mount", "ConditionResult") == "no", "nix.mount skipped by its condition")

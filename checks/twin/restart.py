@@ -20,7 +20,7 @@ def test(m):
         m.succeed("systemctl restart wsl-storage-mount.service")
     after = {p: mounts_at(m, p) for p in (MOUNT_POINT, "/nix", "/nix/store")}
     check(before == after, f"mounts changed:\n{before}\n{after}")
-    check(state(m)["mounted_now"] is False, f"already mounted: {state(m)}")
+    check(state(m)["mountedNow"] is False, f"already mounted: {state(m)}")
     check(m.unit_state("nix.mount") == "active", "nix.mount stays active")
     check(m.unit_state("nix-daemon.socket") == "active", "nix-daemon.socket stays active")
     check_storage_up(m, "after the restarts")

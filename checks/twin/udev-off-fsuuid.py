@@ -17,4 +17,4 @@ def test(m):
     check(m.unit_state("systemd-udevd.service") != "active", "udev is off")
     m.fail("test -e /dev/disk/by-uuid")
     check_storage_up(m, "udev off")
-    check(state(m)["found_via"], f"found via: {state(m)}")
+    check(state(m)["foundVia"], f"found via: {state(m)}")

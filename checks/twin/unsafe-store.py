@@ -17,7 +17,7 @@ def test(m):
     st = m.wait_for_boot()
     check(st == "degraded", f"the boot ended {st}")
     check(m.unit_state("wsl-storage-mount.service") == "failed", "the helper refused")
-    check(state(m)["exit_code"] == 6, f"exit 6 (unsafe store): {state(m)}")
+    check(state(m)["exitCode"] == 6, f"exit 6 (unsafe store): {state(m)}")
     check(len(mounts_at(m, MOUNT_POINT)) == 1, "the disk itself is mounted")
     check_vhdx_only(m, "unsafe store")
     check(m.unit_state("nix-daemon.socket") != "active", "nix-daemon.socket is off")

@@ -26,4 +26,4 @@ def test(m):
     check(m.windows_runs == ["wsl-storage-mount"], f"the task was started once: {m.windows_runs}")
     calls = m.succeed("cat /run/twin-schtasks/calls")
     check("/Run /TN wsl-storage-mount" in calls, f"schtasks /Run called:\n{calls}")
-    check(state(m)["windows_triggers"], f"the state file records the trigger: {state(m)}")
+    check(state(m)["windowsTriggers"], f"the state file records the trigger: {state(m)}")
