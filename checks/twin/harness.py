@@ -332,7 +332,9 @@ class Machine:
             "-initrd", str(img / "initrd.img"),
             "-append",
             f"root=/dev/vda rw console=ttyS0 init={init} panic=-1 "
-            "loglevel=4 systemd.show_status=false",
+            # No gettys: WSL has none, and without udev their .device never
+            # appears (systemd would wait 90 s for dev-ttyS0.device).
+            "loglevel=4 systemd.show_status=false systemd.getty_auto=0",
             "-drive", f"file={self.root},if=virtio,format=raw,cache=unsafe",
             "-chardev", f"file,id=con,path={self.console},append=on",
             "-serial", "chardev:con",
