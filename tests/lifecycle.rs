@@ -322,6 +322,11 @@ fn mount_heals_a_disk_store_that_lacks_the_booted_system_and_binds() {
     );
     assert!(s.sb.stamp_exists(), "and the bind may proceed");
     assert_eq!(s.sb.state()["healedPaths"], 3);
+    // The deployment made while the disk was missing is the disk store's
+    // current system now (status: in step; sync-boot would undo nothing).
+    let current =
+        s.sb.sh_ok(&format!("readlink -f {}/var/nix/profiles/system", s.dir));
+    assert_eq!(current.trim(), gen2, "the disk's profile follows the heal");
 }
 
 #[test]

@@ -1431,10 +1431,8 @@ fn doctor_names_the_execution_policy_the_wsl_version_and_the_mnt_guard() {
 /// scripts do (scripts/check-powershell.py holds the scripts to them).
 #[test]
 fn the_docs_say_what_the_task_hardens_and_what_stays_open() {
-    let readme = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/windows.md"),
-    )
-    .unwrap();
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/windows.md")).unwrap();
     let start = readme
         .find("## Why the task runs a copy in %ProgramData%\n")
         .expect("docs/windows.md lacks the section");

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::exit::{fail, Exit};
@@ -276,12 +276,42 @@ pub fn verify(cfg: &Config, boot_root: &Path) -> Result<Verified> {
                 "healed: copied {healed} paths from the VHDX into {}; the booted system's {n} paths are valid and present",
                 dir.display()
             );
+            profile_to_booted(&dir, &system)?;
             Ok(Verified { closure: n, healed })
         }
         None => Err(unsafe_store(format!(
             "after copying {healed} paths from the VHDX, {system} is still not valid in {}; refusing to bind it",
             dir.display()
         ))),
+    }
+}
+
+/// After a heal, the booted system (deployed while the disk was missing:
+/// the VHDX's boot generation) becomes the disk store's current system too,
+/// as `nix-env --set` makes it: otherwise the disk's profile still names the
+/// generation before, `status` says the two are out of step, and the
+/// `sync-boot` it advises would make the VHDX boot that older one, undoing
+/// the deployment. Found by the boot twin's heal scenario.
+fn profile_to_booted(dir: &Path, system: &str) -> Result<()> {
+    let profiles = dir.join("var/nix/profiles");
+    match fs::symlink_metadata(&profiles) {
+        Ok(meta) if meta.is_dir() => {
+            let n = crate::store::sync::set_profile(&profiles, system)?;
+            log::info!("the disk store's current system is now the booted one (system-{n}-link)");
+            Ok(())
+        }
+        Ok(_) => Err(unsafe_store(format!(
+            "{} is not a directory; the disk store's profiles must be one (a link there is refused)",
+            profiles.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::warn!(
+                "{} is missing: the healed system is not the disk store's current system; `nixos-rebuild boot` makes it so",
+                profiles.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", profiles.display())),
     }
 }
 

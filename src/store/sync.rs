@@ -457,17 +457,21 @@ fn replace_link(dir: &Path, name: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
-/// Point the VHDX's `system` profile at `system`, as `nix-env --set` would:
-/// a new `system-N-link`, then `system` -> it. Returns N. When the profile
-/// already points there, nothing changes.
-fn set_profile(profiles: &Path, system: &str) -> Result<u64> {
+/// Point the `system` profile in `profiles` (the VHDX's, or the disk
+/// store's after a heal) at `system`, as `nix-env --set` would: a new
+/// `system-N-link`, then `system` -> it. Returns N. When the profile already
+/// points there, nothing changes.
+pub(crate) fn set_profile(profiles: &Path, system: &str) -> Result<u64> {
     let gens = generations(profiles)?;
     if let Ok(current) = resolve_profile(profiles, "system") {
         if current == system {
             if let Ok(t) = fs::read_link(profiles.join("system")) {
                 let t = t.to_string_lossy().into_owned();
                 if let Some((n, _)) = gens.iter().find(|(_, name)| *name == t) {
-                    log::info!("sync-boot: the VHDX already boots {system} (system-{n}-link)");
+                    log::info!(
+                        "{}: system already -> system-{n}-link -> {system}",
+                        profiles.display()
+                    );
                     return Ok(*n);
                 }
             }
@@ -477,7 +481,7 @@ fn set_profile(profiles: &Path, system: &str) -> Result<u64> {
     let name = format!("system-{n}-link");
     replace_link(profiles, &name, system)?;
     replace_link(profiles, "system", &name)?;
-    log::info!("sync-boot: VHDX profile system -> {name} -> {system}");
+    log::info!("{}: system -> {name} -> {system}", profiles.display());
     Ok(n)
 }
 
