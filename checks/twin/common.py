@@ -64,9 +64,11 @@ def daemon_store_is_disk(m):
 
 def vhdx(m, cmd):
     """Runs `cmd` with the VHDX's own /nix in view: in a private mount
-    namespace, / bound non-recursively at /run/twin-vhdx and chrooted into."""
+    namespace, / bound non-recursively at /run/twin-vhdx (with /proc and
+    /dev for Nix) and chrooted into."""
     script = (
         "mkdir -p /run/twin-vhdx && mount --bind / /run/twin-vhdx && "
+        "mount -t proc proc /run/twin-vhdx/proc && mount --bind /dev /run/twin-vhdx/dev && "
         f"chroot /run/twin-vhdx /bin/sh -c {shlex.quote(cmd)}"
     )
     return m.execute(f"unshare -m --propagation private sh -c {shlex.quote(script)}")

@@ -114,12 +114,32 @@ fn check_layout(dir: &Path) -> Result<()> {
 /// Refused rather than bound recursively: a recursive bind would also carry
 /// whatever else someone mounted there, and the store must be one
 /// filesystem for Nix's hard links (.links) and renames to work.
+///
+/// A bind of a directory onto itself (the same filesystem and the same
+/// directory in it) is not refused: the bind over /nix shows the very same
+/// files under it. That is what the marker's read-only /nix/store is, seen
+/// from the storage mount when it propagates there (the boot twin's
+/// `restart` scenario: a restart of the helper on a running system).
 fn check_no_submounts(dir: &Path) -> Result<()> {
     let mounts = crate::mountinfo::read()
         .map_err(|e| unsafe_store(format!("reading /proc/self/mountinfo: {e}")))?;
+    // The mount `dir` is on: the closest mount point above it.
+    let host = mounts
+        .iter()
+        .filter(|m| dir.starts_with(&m.mount_point) && m.mount_point != dir)
+        .max_by_key(|m| m.mount_point.as_os_str().len());
+    let binds_itself = |m: &crate::mountinfo::MountEntry| {
+        host.is_some_and(|h| {
+            (h.major, h.minor) == (m.major, m.minor)
+                && m.mount_point
+                    .strip_prefix(&h.mount_point)
+                    .is_ok_and(|rel| m.root == h.root.join(rel))
+        })
+    };
     let below: Vec<String> = mounts
         .iter()
         .filter(|m| m.mount_point != dir && m.mount_point.starts_with(dir))
+        .filter(|m| !binds_itself(m))
         .map(|m| m.mount_point.display().to_string())
         .collect();
     if below.is_empty() {
