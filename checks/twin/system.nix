@@ -144,6 +144,10 @@ let
       mountpoint -q /sys || mount -t sysfs sysfs /sys
       mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
       mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+      # WSL starts the distro with no initramfs; the twin's kernel boots
+      # through Debian's, whose udev leaves its /dev/disk links and its
+      # database behind. Gone, so a boot without udev sees what WSL's does.
+      rm -rf /dev/disk /run/udev
       # WSL's /mnt/wsl is one tmpfs shared by every instance (where
       # `wsl --mount` puts disks), a shared mount.
       mkdir -p /mnt/wsl

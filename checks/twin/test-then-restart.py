@@ -23,7 +23,8 @@ def test(m):
     m.succeed("nix-store --import < /var/lib/twin/deploy-2 > /dev/null")
     gen2 = m.succeed("cat /var/lib/twin/deploy-2.toplevel").strip()
     m.succeed(f"{gen2}/bin/switch-to-configuration test", timeout=600)
-    check(m.succeed("readlink -f /etc/static").strip() == f"{gen2}/etc", "generation 2 is active")
+    static, gen2_etc = m.succeed(f"readlink -f /etc/static {gen2}/etc").split()
+    check(static == gen2_etc, f"generation 2 is active: /etc/static is {static}")
     for link in ("/sbin/init", "/etc/static"):
         rc, out = vhdx(m, f"test -e \"$(readlink -f {link})\"")
         check(rc == 0, f"{link} resolves in the VHDX: {out}")
