@@ -194,6 +194,12 @@ class Agent:
             raise TwinError(f"guest agent {command}: {reply['error']}")
         return reply.get("return")
 
+    def spawn(self, cmd):
+        """Starts `sh -c cmd` in the guest without waiting for it."""
+        with self.lock:
+            self.sync()
+            self.call("guest-exec", {"path": "/bin/sh", "arg": ["-c", cmd]})
+
     def exec(self, cmd, timeout):
         """Runs `sh -c cmd` in the guest; (exit code, stdout+stderr).
         The command gets `timeout` seconds (coreutils timeout in the guest,
@@ -500,7 +506,10 @@ class Machine:
         """A restart of the instance (`wsl --terminate` and start again):
         the VM reboots, the attached disk stays attached."""
         before = self.boot_id()
-        self.execute("systemctl reboot --no-block")
+        # Started, not waited for: the agent may be gone before it could
+        # report the command's end.
+        with contextlib.suppress(OSError, TimeoutError, ConnectionError, TwinError):
+            self.agent.spawn("systemctl reboot --no-block")
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
             time.sleep(2)
