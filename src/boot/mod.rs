@@ -6,6 +6,7 @@ pub mod instances;
 pub mod mount;
 pub mod mountopts;
 pub mod probe;
+pub mod propagation;
 pub mod uevent;
 
 use std::path::Path;
@@ -141,6 +142,7 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
 
     // 3 and 4. fsck and mount.
     record.mounted_now = mount::ensure_mounted(cfg, &dev, &fs_info)? == Mounted::Now;
+    propagation::storage_as_slave(cfg)?;
 
     // 5. Instance dirs.
     instances::prepare_all(cfg)?;
@@ -157,6 +159,7 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
                 "{} already is the bind of the verified store",
                 cfg.bind_target
             );
+            propagation::isolate_bind(cfg)?;
             store::write_stamp(cfg, closure)?;
         } else {
             match store::system_is_booting() {
@@ -203,6 +206,7 @@ pub fn ensure_disk(cfg: &Config) -> Result<()> {
     log::info!("device {} found ({})", dev.node.display(), dev.via);
     let fs_info = check_filesystem(cfg, &dev)?;
     mount::ensure_mounted(cfg, &dev, &fs_info)?;
+    propagation::storage_as_slave(cfg)?;
     Ok(())
 }
 
