@@ -209,3 +209,181 @@ fn a_peer_distros_unmount_of_the_storage_leaves_the_bind_and_its_read_only_store
         a.assert_store_read_only(&when);
     }
 }
+
+/// Everything of the instance dir `dir` a change would show: each entry's
+/// type, mode, owner, size, mtime and link target, and each file's SHA-256,
+/// read in `distro`.
+fn tree_sum(distro: &Distro, dir: &str) -> String {
+    distro.sh_ok(&format!(
+        "cd {dir} && find . -xdev -printf '%p %y %m %U:%G %s %T@ %l\\n' | LC_ALL=C sort \
+         && find . -xdev -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum"
+    ))
+}
+
+/// A path valid in the instance's disk store that nothing refers to, for a
+/// garbage collection to take.
+fn add_dead_path(i: &Instance, mp: &str) -> String {
+    let uri = nixstore::nix_dir_uri(&format!("{mp}/{}", i.subdir));
+    let path = i.distro.sh_ok(&format!(
+        "echo dead-{name} > /run/dead-{name} && nix-store --store '{uri}' --add /run/dead-{name}",
+        name = i.distro.name
+    ));
+    path.trim().to_string()
+}
+
+/// A garbage collection of `path` in the instance's disk store, and the
+/// proof that it took it.
+fn collect(i: &Instance, mp: &str, path: &str) {
+    let uri = nixstore::nix_dir_uri(&format!("{mp}/{}", i.subdir));
+    i.distro
+        .sh_ok(&format!("nix-store --store '{uri}' --delete {path} 2>&1"));
+    let name = nixstore::store_name(path);
+    assert!(
+        i.distro
+            .sh(&format!("test -e {mp}/{}/store/{name}", i.subdir))
+            .status
+            .code()
+            == Some(1),
+        "the GC in {} left {path}",
+        i.distro.name
+    );
+}
+
+/// Item 2 of issue 19: two instances with their own nixStoreSubdir, in two
+/// distros sharing /mnt/wsl. `mount` started in both at the same moment
+/// makes one mount of the device; each guard verifies and stamps its own
+/// store; migrate, sync-boot and a GC of one change no file of the other.
+#[test]
+fn two_instances_at_once_share_one_mount_and_never_touch_each_others_store() {
+    let sys_a = toy_system(1, 4, "-inst-a");
+    let sys_b = toy_system(1, 4, "-inst-b");
+    let Some(vm) = vm(&[("main", &sys_a)]) else {
+        return;
+    };
+    let a = vm.instance("a", "main", &sys_a);
+    let b = vm.instance("b", "dev", &sys_b);
+    let mp = vm.mp.as_str();
+
+    // B moves its store onto the disk (migrate mounts the disk itself).
+    vm.sb
+        .sh_ok(&format!("mkdir -p {mp} && mount UUID={} {mp}", vm.uuid));
+    let main_before = tree_sum(&a.distro, &format!("{mp}/main"));
+    vm.sb.sh_ok(&format!("umount {mp}"));
+    b.helper_ok(&["migrate"]);
+    assert!(
+        b.distro
+            .sh(&format!("test -d {mp}/dev/store"))
+            .status
+            .success(),
+        "migrate made no store for B"
+    );
+    assert_eq!(
+        tree_sum(&b.distro, &format!("{mp}/main")),
+        main_before,
+        "B's migrate changed A's store"
+    );
+    // The disk goes away everywhere (the VM's copy is a peer of /mnt/wsl's group).
+    vm.sb.sh_ok(&format!("umount {mp}"));
+    for d in [&a.distro, &b.distro] {
+        assert!(d.mounts_at(mp).is_empty(), "{}: still mounted", d.name);
+    }
+
+    // Both boot at the same moment.
+    let runs: Vec<_> = [&a, &b]
+        .iter()
+        .map(|i| {
+            i.distro
+                .helper_cmd(&i.cfg, &["--boot-root", &i.root, "mount"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut mounted_now = 0;
+    for (run, i) in runs.into_iter().zip([&a, &b]) {
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            i.distro.name,
+            output_text(&out)
+        );
+        let state: serde_json::Value =
+            serde_json::from_str(&i.distro.sh_ok("cat /run/wsl-storage-mount/state.json")).unwrap();
+        mounted_now += usize::from(state["mountedNow"] == true);
+        // Its guard stamped its own store, and only that one.
+        let stamp: serde_json::Value =
+            serde_json::from_str(&i.distro.sh_ok("cat /run/wsl-storage-mount/bind-ok")).unwrap();
+        assert_eq!(
+            stamp["storeDir"],
+            format!("{mp}/{}", i.subdir).as_str(),
+            "{}",
+            i.distro.name
+        );
+    }
+    assert_eq!(mounted_now, 1, "exactly one of the two mounted the device");
+    for d in [&a.distro, &b.distro] {
+        assert_eq!(
+            d.mounts_at(mp).len(),
+            1,
+            "{}: one mount of the device",
+            d.name
+        );
+    }
+    for (i, own, other) in [(&a, "main", "dev"), (&b, "dev", "main")] {
+        let log = std::fs::read_to_string(vm.sb.path(&format!("{}.log", i.distro.name))).unwrap();
+        assert!(log.contains(&format!("{mp}/{own}")), "{log}");
+        assert!(
+            !log.contains(&format!("{mp}/{other}/")),
+            "{}'s run read the other store:\n{log}",
+            i.distro.name
+        );
+    }
+
+    // The rest of each boot chain: nix.mount and mark.
+    for i in [&a, &b] {
+        i.distro
+            .sh_ok(&format!("mount --bind {mp}/{} {}", i.subdir, i.nix));
+        i.helper_ok(&["mark"]);
+        i.assert_store_read_only("after mark");
+        let (code, st) = i.status();
+        assert_eq!(code, Some(0), "{}: {st:#}", i.distro.name);
+    }
+    // Neither bind reached the other distro (nor the VM): no mount under
+    // mountPoint anywhere, so no other distro's unmount can take one.
+    for (name, mountinfo) in [
+        ("a", a.distro.sh_ok("cat /proc/self/mountinfo")),
+        ("b", b.distro.sh_ok("cat /proc/self/mountinfo")),
+        ("the VM", vm.sb.mountinfo()),
+    ] {
+        let under: Vec<&str> = mountinfo
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|p| p.starts_with(&format!("{mp}/")))
+            })
+            .collect();
+        assert!(under.is_empty(), "mounts under {mp} in {name}: {under:#?}");
+    }
+
+    // sync-boot and a GC in each; the other's store stays as it was.
+    for (i, other) in [(&a, &b), (&b, &a)] {
+        let dead = add_dead_path(i, mp);
+        let other_dir = format!("{mp}/{}", other.subdir);
+        let before = tree_sum(&other.distro, &other_dir);
+        i.helper_ok(&["sync-boot"]);
+        collect(i, mp, &dead);
+        assert_eq!(
+            tree_sum(&other.distro, &other_dir),
+            before,
+            "sync-boot or the GC of {} changed {}'s store",
+            i.distro.name,
+            other.distro.name
+        );
+        let (code, st) = other.status();
+        assert_eq!(code, Some(0), "{}: {st:#}", other.distro.name);
+    }
+}
