@@ -59,6 +59,10 @@ in
             logPath
             ;
         };
+      }
+      # Only when set (nixos/binds.nix): the helper prepares each bind's subdir.
+      // lib.optionalAttrs (cfg.binds != { }) {
+        binds = lib.mapAttrs (_: bind: { inherit (bind) subdir readOnly; }) cfg.binds;
       };
 
       configFile = pkgs.writeTextFile {

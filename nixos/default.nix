@@ -10,5 +10,6 @@
     ./windows.nix
     ./logrotate.nix
     ./assertions.nix
+    ./binds.nix
   ];
 }

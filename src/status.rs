@@ -34,6 +34,8 @@ pub struct Status {
     pub propagation: BTreeMap<String, String>,
     pub instance_dirs: BTreeMap<String, DirStatus>,
     pub bind: Option<BindStatus>,
+    /// The shared dirs of `binds`, by path.
+    pub binds: BTreeMap<String, crate::boot::binds::BindStatus>,
     pub stamp: bool,
     /// Whether bindTarget/store is mounted read-only (with the bind).
     pub store_read_only: Option<bool>,
@@ -179,6 +181,14 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
         }
     };
 
+    let (binds, bind_problems) = crate::boot::binds::status(
+        cfg,
+        &mounts,
+        found.as_ref().map(|f| f.rdev),
+        storage_mounted,
+    );
+    problems.extend(bind_problems);
+
     let mut instance_dirs = BTreeMap::new();
     for (name, spec) in &cfg.instance_dirs {
         let mut st = DirStatus {
@@ -304,6 +314,7 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
         propagation,
         instance_dirs,
         bind,
+        binds,
         stamp: store::stamp_path().exists(),
         store_read_only,
         boot,
@@ -378,6 +389,26 @@ pub fn render(s: &Status) -> String {
                 d.problem
                     .as_ref()
                     .map_or(String::new(), |p| format!("  <- {p}"))
+            );
+        }
+    }
+    if !s.binds.is_empty() {
+        out.push_str("binds:\n");
+        for (path, b) in &s.binds {
+            let _ = writeln!(
+                out,
+                "  {path}: {} {}{}",
+                if b.is_bind {
+                    "bind of"
+                } else {
+                    "NOT the bind of"
+                },
+                b.subdir,
+                match b.read_only {
+                    Some(true) => ", read-only",
+                    Some(false) => ", writable",
+                    None => "",
+                }
             );
         }
     }

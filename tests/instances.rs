@@ -58,14 +58,23 @@ impl Vm {
     /// with a config for `subdir`. `twin`: like the boot twin's shim,
     /// `mount --make-rshared /` first (systemd does the same at boot).
     fn instance(&self, name: &str, subdir: &str, system: &str) -> Instance {
+        self.instance_with(name, subdir, system, json!({}))
+    }
+
+    /// `instance`, with `extra` keys in its config.
+    fn instance_with(
+        &self,
+        name: &str,
+        subdir: &str,
+        system: &str,
+        extra: serde_json::Value,
+    ) -> Instance {
         let root = self.sb.path(&format!("vhdx-{name}")).display().to_string();
         self.sb.sh_ok(&format!("mkdir -p {root}"));
         nixstore::vhdx_root(&self.sb, &root, system);
         let nix = self.sb.path(&format!("nix-{name}")).display().to_string();
         self.sb.sh_ok(&format!("mkdir -p {nix}"));
-        let cfg = self.sb.config(
-            &format!("{name}.json"),
-            json!({
+        let mut config = json!({
                 "fsUuid": self.uuid,
                 "mountPoint": self.mp,
                 "waitTimeout": 5,
@@ -74,8 +83,11 @@ impl Vm {
                 "bindTarget": nix,
                 "logFile": self.sb.path(&format!("{name}.log")).display().to_string(),
                 "instanceDirs": {subdir: {"owner": 0, "group": 0, "mode": "0755"}},
-            }),
-        );
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let cfg = self.sb.config(&format!("{name}.json"), config);
         let distro = Distro::start(&self.sb, name);
         distro.sh_ok(&format!(
             "mount --make-rshared / && ln -sfn {system} /run/booted-system"
@@ -386,4 +398,101 @@ fn two_instances_at_once_share_one_mount_and_never_touch_each_others_store() {
         let (code, st) = other.status();
         assert_eq!(code, Some(0), "{}: {st:#}", other.distro.name);
     }
+}
+
+/// Item 4 of issue 19: `binds`. `mount` makes the shared dir and writes
+/// the stamp the bind units wait for (none without the disk, none over a
+/// planted symlink); a read-only bind (the module's options, through
+/// mount(8)) refuses a write, shows what another instance wrote, and
+/// outlives a peer distro's unmount of the storage.
+#[test]
+fn a_read_only_shared_bind_refuses_writes_and_waits_for_the_helper() {
+    let system = toy_system(1, 4, "-binds");
+    let Some(vm) = vm(&[("main", &system)]) else {
+        return;
+    };
+    let mp = vm.mp.as_str();
+    let shared = vm.sb.path("shared").display().to_string();
+    let cache = vm.sb.path("cache").display().to_string();
+    vm.sb.sh_ok(&format!("mkdir -p {shared} {cache}"));
+    let binds = json!({
+        "binds": {
+            shared.clone(): {"subdir": "shared", "readOnly": true},
+            cache.clone(): {"subdir": "cache", "readOnly": false},
+        }
+    });
+    let a = vm.instance_with("a", "main", &system, binds.clone());
+    let b = vm.instance("b", "main", &system);
+    let stamp = "/run/wsl-storage-mount/mounted";
+
+    // The disk missing: no stamp (an old one is removed), so the units are
+    // skipped.
+    let mut missing = binds.clone();
+    missing["fsUuid"] = json!(common::new_uuid());
+    missing["waitTimeout"] = json!(1);
+    let missing = vm.sb.config("a-missing.json", {
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&a.cfg).unwrap()).unwrap();
+        for (k, v) in missing.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    });
+    a.distro.sh_ok(&format!("echo old > {stamp}"));
+    let out = a.distro.helper(&missing, &["mount"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(!a.distro.sh(&format!("test -e {stamp}")).status.success());
+
+    a.boot(mp);
+    assert!(a.distro.sh(&format!("test -e {stamp}")).status.success());
+    assert_eq!(
+        a.distro
+            .sh_ok(&format!("stat -c '%u %a %F' {mp}/shared {mp}/cache")),
+        "0 755 directory\n0 755 directory\n"
+    );
+    // What the module's mount units run.
+    a.distro.sh_ok(&format!(
+        "mount -t none -o bind,private,ro {mp}/shared {shared} && mount -t none -o bind,private {mp}/cache {cache}"
+    ));
+    let w = a.distro.sh(&format!("touch {shared}/written 2>&1"));
+    assert_ne!(w.status.code(), Some(0), "a write into the read-only bind");
+    assert!(
+        String::from_utf8_lossy(&w.stdout).contains("Read-only"),
+        "{}",
+        output_text(&w)
+    );
+    a.distro.sh_ok(&format!("touch {cache}/written"));
+    // Another instance writes the shared data through the disk.
+    b.distro.sh_ok(&format!("echo hello > {mp}/shared/note"));
+    assert_eq!(a.distro.sh_ok(&format!("cat {shared}/note")), "hello\n");
+    let (code, st) = a.status();
+    assert_eq!(code, Some(0), "{st:#}");
+    assert_eq!(st["binds"][&shared]["isBind"], true, "{st:#}");
+    assert_eq!(st["binds"][&shared]["readOnly"], true, "{st:#}");
+    assert_eq!(st["binds"][&shared]["propagation"], "private", "{st:#}");
+    assert_eq!(st["binds"][&cache]["readOnly"], false, "{st:#}");
+
+    // A peer distro's unmount of the storage leaves the binds.
+    b.distro.sh_ok(&format!("umount -R {mp}"));
+    assert_eq!(a.distro.sh_ok(&format!("cat {shared}/note")), "hello\n");
+    assert!(a.distro.sh(&format!("touch {shared}/again")).status.code() != Some(0));
+    a.helper_ok(&["mount"]);
+
+    // A symlink planted in the shared dir's place: no stamp, exit 5.
+    a.distro.sh_ok(&format!(
+        "umount {shared} && rm -r {mp}/shared && ln -s /etc {mp}/shared"
+    ));
+    let out = a.helper(&["mount"]);
+    assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("binds.\"{shared}\"")) && stderr.contains("is a symlink"),
+        "{stderr}"
+    );
+    assert!(!a.distro.sh(&format!("test -e {stamp}")).status.success());
+    assert_eq!(
+        a.distro.sh_ok(&format!("readlink {mp}/shared")),
+        "/etc\n",
+        "the link was left alone"
+    );
 }

@@ -1082,3 +1082,4 @@ in
     ];
   };
 }
+// import ./cases-binds.nix { inherit lib; }

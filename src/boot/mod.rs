@@ -1,6 +1,7 @@
 //! The boot chain: `mount`, the boot step, from waiting for the device to
 //! the stamp that lets the /nix bind proceed.
 
+pub mod binds;
 pub mod device;
 pub mod instances;
 pub mod mount;
@@ -36,6 +37,7 @@ pub fn run(cfg: &Config, config_path: &Path, boot_root: &Path) -> Result<Exit> {
     record_interruptions(&cfg.mount_point, started);
     // A stamp from an earlier run must not outlive a failure of this one.
     store::remove_stamp()?;
+    binds::remove_stamp()?;
     let mut record = RunState {
         mount_point: cfg.mount_point.clone(),
         ..RunState::default()
@@ -146,6 +148,7 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
 
     // 5. Instance dirs.
     instances::prepare_all(cfg)?;
+    binds::prepare_all(cfg)?;
 
     // 6. The store guard.
     if cfg.bind_mount_nix_store {
@@ -181,6 +184,7 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
             }
         }
     }
+    binds::write_stamp(cfg)?;
     record.outcome = "mounted".into();
     record.message = format!("{} mounted at {}", dev.node.display(), cfg.mount_point);
     Ok(Exit::Success)
