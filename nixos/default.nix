@@ -11,5 +11,6 @@
     ./logrotate.nix
     ./assertions.nix
     ./binds.nix
+    ./keep.nix
   ];
 }

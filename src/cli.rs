@@ -113,6 +113,20 @@ Example:
   wsl-storage-mount mark")]
     Mark,
 
+    /// Watch mountPoint and mount the disk there again when it is taken away (a service).
+    #[command(after_help = "\
+A peer distro's shutdown unmounts /mnt/wsl/* in every distro of the WSL VM
+(microsoft/WSL#41084). What is bound from the disk (/nix, its read-only store,
+binds) is private and stays; the mount at mountPoint goes. `keep` waits for
+changes of this namespace's mount table and, when mountPoint is empty while the
+last `mount` succeeded, mounts the same device again (the steps of `mount` up
+to the mount itself), for every distro. Runs until stopped; stop it before
+unmounting the disk by hand.
+
+Example:
+  wsl-storage-mount keep")]
+    Keep,
+
     /// Make the system deployed on the disk store the VHDX's boot generation (the boot loader).
     #[command(after_help = "\
 NixOS-WSL boots from the VHDX's /nix before the disk is bound, so every generation

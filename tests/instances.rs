@@ -220,6 +220,48 @@ fn a_peer_distros_unmount_of_the_storage_leaves_the_bind_and_its_read_only_store
         a.assert_bind(&when);
         a.assert_store_read_only(&when);
     }
+
+    // `keep` (a service) does the re-mount by itself, within seconds.
+    let keep = KillOnDrop(
+        a.distro
+            .helper_cmd(&a.cfg, &["keep"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let gone = std::time::Instant::now();
+    peer.sh_ok(&format!("umount -l {}", vm.mp));
+    while a.distro.mounts_at(&vm.mp).is_empty() {
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(10),
+            "keep did not mount {} again",
+            vm.mp
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("keep: mounted again after {:?}", gone.elapsed());
+    assert_eq!(peer.mounts_at(&vm.mp).len(), 1, "the peer sees it again");
+    assert_eq!(
+        a.distro.mounts_at(&vm.mp).len(),
+        1,
+        "one mount, not stacked"
+    );
+    drop(keep);
+    let (code, st) = a.status();
+    assert_eq!(code, Some(0), "after keep: {st:#}");
+    a.assert_store_read_only("after keep");
+}
+
+/// A background helper, killed when the test ends (also on a failure).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Everything of the instance dir `dir` a change would show: each entry's

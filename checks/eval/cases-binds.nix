@@ -73,6 +73,37 @@ in
       ];
   };
 
+  keep-service-remounts-after-the-helper = {
+    modules = [ base ];
+    checks =
+      config:
+      let
+        keep = config.systemd.services.wsl-storage-mount-keep;
+      in
+      [
+        (expect "it runs `keep` with the module's config" (
+          lib.hasSuffix "--config ${config.wslStorageMount.configFile} keep" keep.serviceConfig.ExecStart
+        ))
+        (expect "after the helper and the mount unit of mountPoint" (
+          lib.elem "wsl-storage-mount.service" keep.after && lib.elem "mnt-wsl-storage.mount" keep.after
+        ))
+        (expect "only when `mount` succeeded" (
+          keep.unitConfig.ConditionPathExists == "/run/wsl-storage-mount/mounted"
+        ))
+        (expect "restarted when it fails" (keep.serviceConfig.Restart == "on-failure"))
+      ];
+  };
+
+  keep-service-can-be-turned-off = {
+    modules = [
+      base
+      { wslStorageMount.keepMounted = false; }
+    ];
+    checks = config: [
+      (expect "no keep service" (!(config.systemd.services ? wsl-storage-mount-keep)))
+    ];
+  };
+
   no-binds-no-key-and-no-units = {
     modules = [ base ];
     checks = config: [

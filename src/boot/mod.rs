@@ -4,6 +4,7 @@
 pub mod binds;
 pub mod device;
 pub mod instances;
+pub mod keep;
 pub mod mount;
 pub mod mountopts;
 pub mod probe;
