@@ -12,5 +12,6 @@
     ./assertions.nix
     ./binds.nix
     ./keep.nix
+    ./quota.nix
   ];
 }

@@ -73,6 +73,10 @@ pub struct InstanceDir {
     /// Permission bits, at most 0o7777.
     #[serde(serialize_with = "serialize_mode")]
     pub mode: u32,
+    /// Project quota: the most bytes the dir may hold (`quota`, "500G").
+    pub quota: Option<u64>,
+    /// Project quota: the most inodes (`inodeQuota`).
+    pub inode_quota: Option<u64>,
 }
 
 fn serialize_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -287,7 +291,7 @@ const WINDOWS_KEYS: &[&str] = &[
     "logPath",
 ];
 
-const INSTANCE_KEYS: &[&str] = &["owner", "group", "mode"];
+const INSTANCE_KEYS: &[&str] = &["owner", "group", "mode", "quota", "inodeQuota"];
 
 #[derive(Default)]
 struct Reader {
@@ -765,8 +769,47 @@ impl Reader {
             let owner = self.principal(spec.get("owner"), &format!("{key}.owner"), "user");
             let group = self.principal(spec.get("group"), &format!("{key}.group"), "group");
             let mode = self.mode(spec.get("mode"), &format!("{key}.mode"));
+            let quota = match spec.get("quota") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(q)) => match crate::boot::quota::parse_size(q) {
+                    Ok(bytes) => Some(bytes),
+                    Err(why) => {
+                        self.problem(&format!("{key}.quota"), why);
+                        None
+                    }
+                },
+                Some(other) => {
+                    self.problem(
+                        &format!("{key}.quota"),
+                        format!("must be a size such as \"500G\", not {}", kind(other)),
+                    );
+                    None
+                }
+            };
+            let inode_quota = match spec.get("inodeQuota") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v > 0) => n.as_u64(),
+                Some(other) => {
+                    self.problem(
+                        &format!("{key}.inodeQuota"),
+                        format!(
+                            "must be a whole number of inodes above 0 such as 1000000, not {other}"
+                        ),
+                    );
+                    None
+                }
+            };
             if let (Some(owner), Some(group), Some(mode)) = (owner, group, mode) {
-                dirs.insert(name.clone(), InstanceDir { owner, group, mode });
+                dirs.insert(
+                    name.clone(),
+                    InstanceDir {
+                        owner,
+                        group,
+                        mode,
+                        quota,
+                        inode_quota,
+                    },
+                );
             }
         }
         dirs

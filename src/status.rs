@@ -34,6 +34,9 @@ pub struct Status {
     pub propagation: BTreeMap<String, String>,
     pub instance_dirs: BTreeMap<String, DirStatus>,
     pub bind: Option<BindStatus>,
+    /// Every instance dir on the disk with a project quota (this
+    /// instance's and the others'): use and limits.
+    pub quotas: BTreeMap<String, crate::boot::quota::Usage>,
     /// The shared dirs of `binds`, by path.
     pub binds: BTreeMap<String, crate::boot::binds::BindStatus>,
     pub stamp: bool,
@@ -189,6 +192,33 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
     );
     problems.extend(bind_problems);
 
+    let quotas = match (&found, storage_mounted) {
+        (Some(f), true) => {
+            let q = crate::boot::quota::usage(cfg, &f.node);
+            for (name, spec) in &cfg.instance_dirs {
+                if spec.quota.is_none() && spec.inode_quota.is_none() {
+                    continue;
+                }
+                let have = q.get(name);
+                if !crate::boot::quota::supported(&f.node) {
+                    problems.push(format!(
+                        "instanceDirs.{name} has a quota, but the filesystem keeps no project quotas; {}",
+                        crate::boot::quota::enable_command(cfg, &f.node)
+                    ));
+                } else if have.map(|u| u.limit_bytes)
+                    != Some(spec.quota.map(|b| b.div_ceil(1024) * 1024))
+                    || have.map(|u| u.limit_inodes) != Some(spec.inode_quota)
+                {
+                    problems.push(format!(
+                        "instanceDirs.{name}: the quota on the disk is not the configured one; `sudo systemctl restart wsl-storage-mount` sets it"
+                    ));
+                }
+            }
+            q
+        }
+        _ => BTreeMap::new(),
+    };
+
     let mut instance_dirs = BTreeMap::new();
     for (name, spec) in &cfg.instance_dirs {
         let mut st = DirStatus {
@@ -314,6 +344,7 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
         propagation,
         instance_dirs,
         bind,
+        quotas,
         binds,
         stamp: store::stamp_path().exists(),
         store_read_only,
@@ -389,6 +420,21 @@ pub fn render(s: &Status) -> String {
                 d.problem
                     .as_ref()
                     .map_or(String::new(), |p| format!("  <- {p}"))
+            );
+        }
+    }
+    if !s.quotas.is_empty() {
+        out.push_str("quotas (every instance dir on the disk with a project):\n");
+        for (name, q) in &s.quotas {
+            let _ = writeln!(
+                out,
+                "  {name}: {} of {}, {} of {} inodes (project {})",
+                crate::space::human_bytes(q.used_bytes),
+                q.limit_bytes
+                    .map_or("no limit".into(), crate::space::human_bytes),
+                q.used_inodes,
+                q.limit_inodes.map_or("no limit".into(), |n| n.to_string()),
+                q.project
             );
         }
     }

@@ -104,6 +104,35 @@ in
     ];
   };
 
+  instance-dir-quotas-reach-the-helper = {
+    modules = [
+      base
+      {
+        wslStorageMount.instanceDirs = {
+          dev = {
+            quota = "500G";
+            inodeQuota = 1000000;
+          };
+          shared.owner = 1000;
+        };
+      }
+    ];
+    checks =
+      config:
+      let
+        dirs = config.wslStorageMount.generatedConfig.instanceDirs;
+      in
+      [
+        (expect "quota and inodeQuota are written" (
+          dirs.dev.quota == "500G" && dirs.dev.inodeQuota == 1000000
+        ))
+        (expect "owner, group and mode still are" (dirs.dev ? owner && dirs.dev ? mode))
+        (expect "a dir without a quota has no quota keys" (
+          !(dirs.shared ? quota) && !(dirs.shared ? inodeQuota)
+        ))
+      ];
+  };
+
   no-binds-no-key-and-no-units = {
     modules = [ base ];
     checks = config: [

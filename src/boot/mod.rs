@@ -9,6 +9,7 @@ pub mod mount;
 pub mod mountopts;
 pub mod probe;
 pub mod propagation;
+pub mod quota;
 pub mod uevent;
 
 use std::path::Path;
@@ -150,6 +151,11 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
     // 5. Instance dirs.
     instances::prepare_all(cfg)?;
     binds::prepare_all(cfg)?;
+    // A quota is a limit, not a safety property: never a reason to leave
+    // the store unbound. `status` shows a quota that did not take.
+    if let Err(e) = quota::apply_all(cfg, &dev.node) {
+        log::warn!("quotas were not applied: {e:#}");
+    }
 
     // 6. The store guard.
     if cfg.bind_mount_nix_store {
