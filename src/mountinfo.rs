@@ -159,10 +159,48 @@ pub fn read() -> io::Result<Vec<MountEntry>> {
     Ok(parse(&fs::read("/proc/self/mountinfo")?))
 }
 
-/// The mount that is visible at `path` (the last one mounted there), if any.
+/// The mount that is visible at `path`, if one is mounted there.
+///
+/// Not simply the last line with that mount point: a mount at a parent path
+/// made later hides it. NixOS-WSL's shim binds /nix/store read-only, then
+/// the module binds the disk over /nix; the shim's /nix/store is still in
+/// mountinfo (its parent is `/`) but nothing under /nix reaches it. So the
+/// walk follows parent ids from the root down, one path component at a
+/// time: at each prefix, the mount whose parent is the one visible so far,
+/// then whatever is stacked on it.
 pub fn top_at(mounts: &[MountEntry], path: impl AsRef<Path>) -> Option<&MountEntry> {
     let path = path.as_ref();
-    mounts.iter().rev().find(|m| m.mount_point == path)
+    // The namespace's root: the mount at "/" whose parent is not listed.
+    let ids: std::collections::HashSet<u32> = mounts.iter().map(|m| m.id).collect();
+    let mut visible = mounts
+        .iter()
+        .find(|m| m.mount_point == Path::new("/") && !ids.contains(&m.parent))
+        .or_else(|| mounts.iter().find(|m| m.mount_point == Path::new("/")));
+    let mut prefix = PathBuf::new();
+    for component in path.components() {
+        prefix.push(component);
+        let Some(under) = visible else { break };
+        // The last child of the visible mount at this prefix...
+        let mut top = mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == prefix && m.parent == under.id && m.id != under.id);
+        // ...and what is stacked on it, mount by mount.
+        while let Some(t) = top {
+            match mounts
+                .iter()
+                .rev()
+                .find(|m| m.mount_point == prefix && m.parent == t.id && m.id != t.id)
+            {
+                Some(next) => top = Some(next),
+                None => break,
+            }
+        }
+        if let Some(t) = top {
+            visible = Some(t);
+        }
+    }
+    visible.filter(|m| m.mount_point == path)
 }
 
 /// How many mounts are stacked at `path`.
@@ -236,6 +274,35 @@ mod tests {
         assert_eq!(top_at(&m, "/mnt/wsl/storage").unwrap().id, 100);
         assert_eq!(count_at(&m, "/mnt/wsl/storage"), 2);
         assert!(top_at(&m, "/nope").is_none());
+    }
+
+    /// The boot twin's mountinfo after the bind (NixOS-WSL's shim made the
+    /// read-only /nix/store bind before systemd; nix.mount then bound the
+    /// disk over /nix): the shim's /nix/store is listed last at that path
+    /// but hidden, so nothing is visible at /nix/store until `mark` binds it.
+    #[test]
+    fn a_mount_hidden_by_a_later_mount_on_its_parent_is_not_visible() {
+        let m = parse(
+            b"\
+23 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+29 23 254:0 /nix/store /nix/store ro,relatime shared:2 - ext4 /dev/vda rw
+90 23 8:0 / /mnt/wsl/storage rw,noatime shared:40 - ext4 /dev/sda rw
+95 23 8:0 /nixos-wsl-twin /nix rw,noatime shared:40 - ext4 /dev/sda rw",
+        );
+        assert!(top_at(&m, "/nix/store").is_none());
+        assert_eq!(top_at(&m, "/nix").unwrap().id, 95);
+        assert_eq!(top_at(&m, "/").unwrap().id, 23);
+        // The marker's bind, a child of the /nix bind, is what shows there.
+        let mut with_marker = m.clone();
+        with_marker.extend(parse(
+            b"96 95 8:0 /nixos-wsl-twin/store /nix/store ro,noatime shared:40 - ext4 /dev/sda rw",
+        ));
+        assert_eq!(top_at(&with_marker, "/nix/store").unwrap().id, 96);
+        // Stacked at one path: the one on top.
+        with_marker.extend(parse(
+            b"97 96 0:50 / /nix/store rw - tmpfs tmpfs rw",
+        ));
+        assert_eq!(top_at(&with_marker, "/nix/store").unwrap().id, 97);
     }
 
     #[test]
