@@ -299,9 +299,7 @@ mod tests {
         ));
         assert_eq!(top_at(&with_marker, "/nix/store").unwrap().id, 96);
         // Stacked at one path: the one on top.
-        with_marker.extend(parse(
-            b"97 96 0:50 / /nix/store rw - tmpfs tmpfs rw",
-        ));
+        with_marker.extend(parse(b"97 96 0:50 / /nix/store rw - tmpfs tmpfs rw"));
         assert_eq!(top_at(&with_marker, "/nix/store").unwrap().id, 97);
     }
 

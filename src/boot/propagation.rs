@@ -73,8 +73,14 @@ pub fn storage_as_slave(cfg: &Config) -> Result<()> {
         return Ok(());
     };
     set_propagation(mp, MsFlags::MS_SLAVE)?;
+    // With no other distro's copy in the group, the kernel makes it
+    // private instead: say what it is now.
+    let now = mountinfo::read()
+        .ok()
+        .and_then(|m| top(&m, mp).map(|t| t.propagation()))
+        .unwrap_or_else(|| "?".into());
     log::info!(
-        "{}: a slave of peer group {group} now (receives other distros' mounts, sends none of ours), so that a peer distro's unmount of /mnt/wsl/* cannot reach what is bound from it",
+        "{}: {now} now (was shared:{group}): it receives other distros' mounts and sends none of ours, so that a peer distro's unmount of /mnt/wsl/* cannot reach what is bound from it",
         cfg.mount_point
     );
     Ok(())
