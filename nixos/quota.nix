@@ -22,6 +22,8 @@
               past it fails with "Disk quota exceeded" in this dir only. Needs
               ext4 with `-O quota,project` (`tune2fs -O quota,project` on the
               unmounted disk) or xfs mounted with `prjquota`.
+              The kernel exempts root (CAP_SYS_RESOURCE): builds and users are
+              limited, nix-daemon's own downloads are not.
             '';
           };
           inodeQuota = lib.mkOption {

@@ -428,7 +428,7 @@ pub fn render(s: &Status) -> String {
         for (name, q) in &s.quotas {
             let _ = writeln!(
                 out,
-                "  {name}: {} of {}, {} of {} inodes (project {})",
+                "  {name}: {} of {}, {} inodes of {} (project {})",
                 crate::space::human_bytes(q.used_bytes),
                 q.limit_bytes
                     .map_or("no limit".into(), crate::space::human_bytes),

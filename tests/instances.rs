@@ -539,6 +539,10 @@ fn a_read_only_shared_bind_refuses_writes_and_waits_for_the_helper() {
     );
 }
 
+/// Writes as a user would make them: root keeps its uid but loses
+/// CAP_SYS_RESOURCE, with which ext4 lets it past any quota hard limit.
+const USER: &str = "setpriv --bounding-set=-sys_resource";
+
 /// Item 3 of issue 19: quotas per instance dir with ext4 project quotas.
 /// Writing past the limit fails with EDQUOT in that instance's dir only;
 /// what was in the dir before its first `mount` counts too; `status` shows
@@ -605,7 +609,7 @@ fn a_quota_stops_writes_past_its_limit_in_that_instance_dir_only() {
 
     // 8 MiB more into "main" (in a new subdir: inherited) fails with EDQUOT.
     let w = sb.sh(&format!(
-        "mkdir {mp}/main/new && dd if=/dev/zero of={mp}/main/new/big bs=1M count=8 conv=fsync 2>&1"
+        "mkdir {mp}/main/new && {USER} dd if=/dev/zero of={mp}/main/new/big bs=1M count=8 conv=fsync 2>&1"
     ));
     assert_ne!(w.status.code(), Some(0), "{}", output_text(&w));
     assert!(
@@ -615,7 +619,7 @@ fn a_quota_stops_writes_past_its_limit_in_that_instance_dir_only() {
     );
     // The same into "dev" is fine, and so is the rest of the disk.
     sb.sh_ok(&format!(
-        "dd if=/dev/zero of={mp}/dev/big bs=1M count=8 conv=fsync 2>&1 && dd if=/dev/zero of={mp}/outside bs=1M count=16 conv=fsync 2>&1"
+        "{USER} dd if=/dev/zero of={mp}/dev/big bs=1M count=8 conv=fsync 2>&1 && {USER} dd if=/dev/zero of={mp}/outside bs=1M count=16 conv=fsync 2>&1"
     ));
     let text = sb.helper(&cfg, &["status"]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();

@@ -9,6 +9,10 @@
 //! `prjquota`) `mount` goes on with a warning that names the command to run
 //! on the unmounted disk. Turning enforcement on (Q_QUOTAON) is runtime
 //! state, not a feature, and is done here, as `quotaon -P` would.
+//!
+//! The kernel lets a process with CAP_SYS_RESOURCE (root) past any hard
+//! limit of ext4's quotas: builds (nixbld users) and users are stopped,
+//! nix-daemon's own writes as root (substitutes, imports) are not.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
