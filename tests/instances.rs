@@ -666,3 +666,148 @@ fn a_quota_on_a_filesystem_without_project_quotas_warns_and_mounts() {
         "{v:#}"
     );
 }
+
+/// path -> inode of every regular file under `dir` (the store's own
+/// `.links` left out: Nix's optimiser adds names there, never replaces files).
+fn inodes(sb: &Sandbox, dir: &str) -> std::collections::BTreeMap<String, String> {
+    sb.sh_ok(&format!(
+        "cd {dir} && find . -path ./.links -prune -o -type f -printf '%p %i\\n'"
+    ))
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .map(|(p, i)| (p.to_string(), i.to_string()))
+    .collect()
+}
+
+/// Item 5 of issue 19: `dedupe` makes the identical files of two instance
+/// stores one inode; each store still verifies with its own Nix, Nix's
+/// optimiser changes nothing afterwards, a GC in one leaves the other whole,
+/// and nothing outside the stores is touched.
+#[test]
+fn dedupe_links_what_two_stores_share_and_each_store_stays_valid() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    if !nixstore::have_nix() {
+        return;
+    }
+    let shared = toy_system(1, 256, "-dedupe");
+    let own_b = toy_system(2, 256, "-dedupe-b");
+    let uuid = common::new_uuid();
+    let dev = sb.loop_device(256, &["mkfs.ext4", "-q", "-U", &uuid]);
+    let mp = sb.path("storage").display().to_string();
+    sb.sh_ok(&format!("mkdir -p {mp} && mount {} {mp}", dev.node));
+    let (a, b) = (format!("{mp}/a"), format!("{mp}/b"));
+    nixstore::disk_store(&sb, &a, &[&shared]);
+    nixstore::disk_store(&sb, &b, &[&shared, &own_b]);
+    // Store a was optimised by its own Nix (it has .links); b was not.
+    sb.sh_ok(&format!(
+        "nix-store --store '{}' --optimise 2>/dev/null",
+        nixstore::nix_dir_uri(&a)
+    ));
+    // A copy outside any store, identical and immutable-looking: never linked.
+    let own_blob = sb
+        .sh_ok(&format!("sed -n 2p {shared}/refs"))
+        .trim()
+        .to_string();
+    sb.sh_ok(&format!(
+        "mkdir -p {mp}/other && cp {own_blob}/blob {mp}/other/blob && chmod 0444 {mp}/other/blob && touch -d @1 {mp}/other/blob"
+    ));
+    let db_inode = sb.sh_ok(&format!("stat -c %i {a}/var/nix/db/db.sqlite"));
+    let other_inode = sb.sh_ok(&format!("stat -c %i {mp}/other/blob"));
+    let used_before: u64 = sb
+        .sh_ok(&format!("df --output=used -B1 {mp} | tail -1"))
+        .trim()
+        .parse()
+        .unwrap();
+    let cfg = sb.config(
+        "dedupe.json",
+        json!({"fsUuid": uuid, "mountPoint": mp, "waitTimeout": 5}),
+    );
+
+    // --dry-run changes nothing.
+    let before = (
+        inodes(&sb, &format!("{a}/store")),
+        inodes(&sb, &format!("{b}/store")),
+    );
+    let out = sb.helper(&cfg, &["dedupe", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(dry["linked"].as_u64().unwrap() > 0, "{dry:#}");
+    assert_eq!(
+        (
+            inodes(&sb, &format!("{a}/store")),
+            inodes(&sb, &format!("{b}/store"))
+        ),
+        before,
+        "the dry run changed a file"
+    );
+
+    let out = sb.helper(&cfg, &["dedupe", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        done["bytesSaved"].as_u64().unwrap() >= 256 << 10,
+        "{done:#}"
+    );
+    let used_after: u64 = sb
+        .sh_ok(&format!("df --output=used -B1 {mp} | tail -1"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        used_before - used_after >= 256 << 10,
+        "the disk use went from {used_before} to {used_after}"
+    );
+    // The shared system's own blob is one inode in both stores now.
+    let name = nixstore::store_name(&own_blob).to_string();
+    assert_eq!(
+        sb.sh_ok(&format!("stat -c %i {a}/store/{name}/blob")),
+        sb.sh_ok(&format!("stat -c %i {b}/store/{name}/blob")),
+    );
+    // Nothing outside the stores.
+    assert_eq!(
+        sb.sh_ok(&format!("stat -c %i {a}/var/nix/db/db.sqlite")),
+        db_inode
+    );
+    assert_eq!(
+        sb.sh_ok(&format!("stat -c %i {mp}/other/blob")),
+        other_inode
+    );
+
+    // Each store is valid for its own Nix, and Nix's optimiser then changes nothing.
+    for dir in [&a, &b] {
+        let uri = nixstore::nix_dir_uri(dir);
+        sb.sh_ok(&format!(
+            "nix-store --store '{uri}' --verify --check-contents 2>&1"
+        ));
+        let before = inodes(&sb, &format!("{dir}/store"));
+        sb.sh_ok(&format!("nix-store --store '{uri}' --optimise 2>&1"));
+        assert_eq!(
+            inodes(&sb, &format!("{dir}/store")),
+            before,
+            "nix-store --optimise replaced files in {dir}"
+        );
+    }
+    // A second run finds nothing left to link.
+    let out = sb.helper(&cfg, &["dedupe", "--json"]);
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["linked"], 0, "{again:#}");
+
+    // A GC in a (its profile gone) leaves b whole.
+    let uri_a = nixstore::nix_dir_uri(&a);
+    sb.sh_ok(&format!(
+        "rm -f {a}/var/nix/profiles/system* && nix-store --store '{uri_a}' --gc 2>&1"
+    ));
+    assert!(
+        !sb.sh(&format!("test -e {a}/store/{name}")).status.success(),
+        "the GC in a kept the shared system"
+    );
+    let uri_b = nixstore::nix_dir_uri(&b);
+    sb.sh_ok(&format!(
+        "nix-store --store '{uri_b}' --verify --check-contents 2>&1"
+    ));
+    assert_eq!(
+        sb.sh_ok(&format!("head -c 4 {b}/store/{name}/blob | od -An -c"))
+            .trim(),
+        "1   1   1   1"
+    );
+}

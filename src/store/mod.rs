@@ -18,6 +18,7 @@ use crate::state;
 
 pub mod bootview;
 pub mod copy;
+pub mod dedupe;
 pub mod guard;
 pub mod migrate;
 pub mod nixcli;
