@@ -665,6 +665,24 @@ fn a_quota_on_a_filesystem_without_project_quotas_warns_and_mounts() {
             .contains("keeps no project quotas"),
         "{v:#}"
     );
+    // doctor: a warning whose fix is the command for the unmounted disk.
+    let doc = sb.helper(&cfg, &["doctor", "--json"]);
+    let d: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+    let check = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "quota:main")
+        .unwrap_or_else(|| panic!("no quota check: {d:#}"))
+        .clone();
+    assert_eq!(check["level"], "warn", "{check}");
+    assert_eq!(
+        check["fix"],
+        format!(
+            "on the unmounted disk (stop every instance that uses it): tune2fs -O quota,project {}",
+            plain.node
+        )
+    );
 }
 
 /// path -> inode of every regular file under `dir` (the store's own

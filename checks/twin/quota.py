@@ -33,6 +33,9 @@ def test(m):
     check(st["quotas"], "no project quotas on the disk: the harness did not run tune2fs with TUNE2FS")
     check(st["quotas"]["dev"]["limitBytes"] == 8 << 20, f"dev limit: {st['quotas']}")
     check(st["quotas"]["nixos-wsl-twin"]["usedBytes"] > 1 << 20, f"the store is counted: {st['quotas']}")
+    doc = json.loads(m.succeed("wsl-storage-mount doctor --json 2>/dev/null || true"))
+    levels = {c["id"]: c["level"] for c in doc["checks"] if c["id"].startswith("quota:")}
+    check(levels == {"quota:dev": "ok", "quota:nixos-wsl-twin": "ok"}, f"doctor's quota checks: {levels}")
     out = m.fail("setpriv --bounding-set=-sys_resource dd if=/dev/zero of=/mnt/wsl/storage/dev/big bs=1M count=16 conv=fsync 2>&1")
     check("Disk quota exceeded" in out, f"dev past its quota: {out}")
     m.succeed("mkdir /mnt/wsl/storage/dev/sub && touch /mnt/wsl/storage/dev/sub/f")
