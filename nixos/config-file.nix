@@ -42,7 +42,12 @@ in
           bindTarget
           ;
         mountPoint = if cfg.mountPoint == "/" then "/" else lib.removeSuffix "/" cfg.mountPoint;
-        instanceDirs = lib.mapAttrs (_: dir: { inherit (dir) owner group mode; }) cfg.instanceDirs;
+        instanceDirs = lib.mapAttrs (
+          _: dir:
+          { inherit (dir) owner group mode; }
+          # nixos/quota.nix; left out when unset.
+          // withoutNulls { inherit (dir) quota inodeQuota; }
+        ) cfg.instanceDirs;
         nixStoreCommand = lib.getExe' config.nix.package "nix-store";
         # The helper stops a fsck that runs longer (exit 4, nothing mounted)
         # before systemd's start timeout, which includes the same allowance.
@@ -59,6 +64,10 @@ in
             logPath
             ;
         };
+      }
+      # Only when set (nixos/binds.nix): the helper prepares each bind's subdir.
+      // lib.optionalAttrs (cfg.binds != { }) {
+        binds = lib.mapAttrs (_: bind: { inherit (bind) subdir readOnly; }) cfg.binds;
       };
 
       configFile = pkgs.writeTextFile {

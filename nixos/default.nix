@@ -10,5 +10,8 @@
     ./windows.nix
     ./logrotate.nix
     ./assertions.nix
+    ./binds.nix
+    ./keep.nix
+    ./quota.nix
   ];
 }

@@ -101,6 +101,41 @@ Example:
   wsl-storage-mount mark")]
     Mark,
 
+    /// Hard-link identical files across the instance stores on the disk (one copy of what they share).
+    #[command(after_help = "\
+Reads every <mountPoint>/<dir>/store (regular files only, immutable ones: mtime 1,
+no write bit) and makes files with the same content, owner, group and mode one
+inode, .links entries included, so that each store stays valid for its own Nix
+(`nix-store --verify --check-contents` passes, `nix-store --optimise` changes
+nothing) and a GC in one store frees nothing another uses. A progress bar on a
+terminal; a summary of the bytes saved.
+
+Examples:
+  sudo wsl-storage-mount dedupe --dry-run
+  sudo wsl-storage-mount dedupe")]
+    Dedupe {
+        /// Say what would be linked; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Watch mountPoint and mount the disk there again when it is taken away (a service).
+    #[command(after_help = "\
+A peer distro's shutdown unmounts /mnt/wsl/* in every distro of the WSL VM
+(microsoft/WSL#41084). What is bound from the disk (/nix, its read-only store,
+binds) is private and stays; the mount at mountPoint goes. `keep` waits for
+changes of this namespace's mount table and, when mountPoint is empty while the
+last `mount` succeeded, mounts the same device again (the steps of `mount` up
+to the mount itself), for every distro. Runs until stopped; stop it before
+unmounting the disk by hand.
+
+Example:
+  wsl-storage-mount keep")]
+    Keep,
+
     /// Make the system deployed on the disk store the VHDX's boot generation (the boot loader).
     #[command(after_help = "\
 NixOS-WSL boots from the VHDX's /nix before the disk is bound, so every generation

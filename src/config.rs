@@ -52,6 +52,17 @@ pub struct Config {
     pub mount_name: Option<String>,
     pub log_file: String,
     pub windows: WindowsConfig,
+    /// Directories of the disk bound at paths of this instance (shared
+    /// data), by path; the NixOS module's mount units make the binds.
+    pub binds: BTreeMap<String, Bind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bind {
+    /// A directory directly under mountPoint.
+    pub subdir: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +73,10 @@ pub struct InstanceDir {
     /// Permission bits, at most 0o7777.
     #[serde(serialize_with = "serialize_mode")]
     pub mode: u32,
+    /// Project quota: the most bytes the dir may hold (`quota`, "500G").
+    pub quota: Option<u64>,
+    /// Project quota: the most inodes (`inodeQuota`).
+    pub inode_quota: Option<u64>,
 }
 
 fn serialize_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -260,7 +275,10 @@ const TOP_KEYS: &[&str] = &[
     "mountName",
     "logFile",
     "windows",
+    "binds",
 ];
+
+const BIND_KEYS: &[&str] = &["subdir", "readOnly"];
 
 const WINDOWS_KEYS: &[&str] = &[
     "trigger",
@@ -273,7 +291,7 @@ const WINDOWS_KEYS: &[&str] = &[
     "logPath",
 ];
 
-const INSTANCE_KEYS: &[&str] = &["owner", "group", "mode"];
+const INSTANCE_KEYS: &[&str] = &["owner", "group", "mode", "quota", "inodeQuota"];
 
 #[derive(Default)]
 struct Reader {
@@ -571,6 +589,12 @@ impl Reader {
         }
 
         let windows = self.windows(obj.get("windows"), disk_serial_number.is_some());
+        let binds = self.binds(
+            obj.get("binds"),
+            &mount_point,
+            &bind_target,
+            nix_store_subdir.as_deref(),
+        );
 
         Config {
             device,
@@ -594,7 +618,104 @@ impl Reader {
             mount_name,
             log_file,
             windows,
+            binds,
         }
+    }
+
+    /// `binds`: path -> {subdir, readOnly}. A bind may not overlap the
+    /// disk's mount point, the store's bind target or /nix, and may not
+    /// expose the Nix store's own dir (a second, writable way into it).
+    fn binds(
+        &mut self,
+        value: Option<&Value>,
+        mount_point: &str,
+        bind_target: &str,
+        store_subdir: Option<&str>,
+    ) -> BTreeMap<String, Bind> {
+        let mut binds = BTreeMap::new();
+        let obj = match value {
+            None | Some(Value::Null) => return binds,
+            Some(Value::Object(obj)) => obj,
+            Some(other) => {
+                self.problem(
+                    "binds",
+                    format!(
+                        "must be an object of path -> {{subdir, readOnly}}, e.g. {{\"/shared\": {{\"subdir\": \"shared\", \"readOnly\": true}}}}, not {}",
+                        kind(other)
+                    ),
+                );
+                return binds;
+            }
+        };
+        for (path, spec) in obj {
+            let key = format!("binds.\"{}\"", echo(path));
+            let path = match normalize_abs(path) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.problem(&key, format!("the path \"{}\" {why}", echo(path)));
+                    continue;
+                }
+            };
+            for (other, what) in [
+                (mount_point, "mountPoint"),
+                (bind_target, "the store's bind target"),
+                ("/nix", "/nix"),
+            ] {
+                if is_within(&path, other) || is_within(other, &path) {
+                    self.problem(
+                        &key,
+                        format!("{path} overlaps {what} ({other}); bind the shared dir at a path of its own, e.g. \"/shared\""),
+                    );
+                }
+            }
+            let Value::Object(spec) = spec else {
+                self.problem(
+                    &key,
+                    "must be an object {\"subdir\": \"shared\", \"readOnly\": true}",
+                );
+                continue;
+            };
+            self.unknown_keys(spec, BIND_KEYS, &format!("{key}."));
+            let subdir = match spec.get("subdir") {
+                Some(Value::String(sub)) => match dir_name(sub) {
+                    Ok(()) if Some(sub.as_str()) == store_subdir => {
+                        self.problem(
+                            &format!("{key}.subdir"),
+                            format!("\"{sub}\" is nixStoreSubdir: a bind of the Nix store's own dir would be a second way to write into it; bind another dir"),
+                        );
+                        continue;
+                    }
+                    Ok(()) => sub.clone(),
+                    Err(why) => {
+                        self.problem(
+                            &format!("{key}.subdir"),
+                            format!("\"{}\" {why}; use one directory name under mountPoint, such as \"shared\"", echo(sub)),
+                        );
+                        continue;
+                    }
+                },
+                _ => {
+                    self.problem(
+                        &format!("{key}.subdir"),
+                        "must be set to a directory name under mountPoint, such as \"shared\"",
+                    );
+                    continue;
+                }
+            };
+            let read_only = match spec.get("readOnly") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    self.problem(
+                        &format!("{key}.readOnly"),
+                        format!("must be true or false, not {}", kind(other)),
+                    );
+                    continue;
+                }
+            };
+            binds.insert(path, Bind { subdir, read_only });
+        }
+        binds
     }
 
     /// Validate an absolute path; returns it normalised (no `.`, no `//`,
@@ -648,8 +769,47 @@ impl Reader {
             let owner = self.principal(spec.get("owner"), &format!("{key}.owner"), "user");
             let group = self.principal(spec.get("group"), &format!("{key}.group"), "group");
             let mode = self.mode(spec.get("mode"), &format!("{key}.mode"));
+            let quota = match spec.get("quota") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(q)) => match crate::boot::quota::parse_size(q) {
+                    Ok(bytes) => Some(bytes),
+                    Err(why) => {
+                        self.problem(&format!("{key}.quota"), why);
+                        None
+                    }
+                },
+                Some(other) => {
+                    self.problem(
+                        &format!("{key}.quota"),
+                        format!("must be a size such as \"500G\", not {}", kind(other)),
+                    );
+                    None
+                }
+            };
+            let inode_quota = match spec.get("inodeQuota") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v > 0) => n.as_u64(),
+                Some(other) => {
+                    self.problem(
+                        &format!("{key}.inodeQuota"),
+                        format!(
+                            "must be a whole number of inodes above 0 such as 1000000, not {other}"
+                        ),
+                    );
+                    None
+                }
+            };
             if let (Some(owner), Some(group), Some(mode)) = (owner, group, mode) {
-                dirs.insert(name.clone(), InstanceDir { owner, group, mode });
+                dirs.insert(
+                    name.clone(),
+                    InstanceDir {
+                        owner,
+                        group,
+                        mode,
+                        quota,
+                        inode_quota,
+                    },
+                );
             }
         }
         dirs
@@ -1313,5 +1473,75 @@ mod tests {
     fn not_json_or_not_object() {
         assert_eq!(problems("{"), vec!["(document)"]);
         assert_eq!(problems("[]"), vec!["(document)"]);
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    fn parse(binds: &str) -> Result<Config, Problems> {
+        Config::parse(&format!(
+            r#"{{"fsUuid": "0f3e5a8c-1c2d-4b6e-9f00-123456789abc", "bindMountNixStore": true,
+                "nixStoreSubdir": "main", "instanceDirs": {{"main": {{}}}}, "binds": {binds}}}"#
+        ))
+    }
+
+    #[test]
+    fn a_bind_defaults_to_read_only() {
+        let c = parse(r#"{"/shared/": {"subdir": "shared"}}"#).unwrap();
+        assert_eq!(
+            c.binds["/shared"],
+            Bind {
+                subdir: "shared".into(),
+                read_only: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_binds_are_named_by_key() {
+        for (binds, key, words) in [
+            (
+                r#"{"/nix/shared": {"subdir": "s"}}"#,
+                "binds.\"/nix/shared\"",
+                "overlaps /nix",
+            ),
+            (
+                r#"{"/mnt/wsl": {"subdir": "s"}}"#,
+                "binds.\"/mnt/wsl\"",
+                "overlaps mountPoint",
+            ),
+            (
+                r#"{"rel": {"subdir": "s"}}"#,
+                "binds.\"rel\"",
+                "not an absolute path",
+            ),
+            (
+                r#"{"/s": {"subdir": "../etc"}}"#,
+                "binds.\"/s\".subdir",
+                "directory name",
+            ),
+            (
+                r#"{"/s": {"subdir": "main"}}"#,
+                "binds.\"/s\".subdir",
+                "nixStoreSubdir",
+            ),
+            (r#"{"/s": {}}"#, "binds.\"/s\".subdir", "must be set"),
+            (
+                r#"{"/s": {"subdir": "s", "readonly": true}}"#,
+                "binds.\"/s\".readonly",
+                "readOnly",
+            ),
+            (r#"["/s"]"#, "binds", "must be an object"),
+        ] {
+            let problems = parse(binds).unwrap_err().0;
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.message.contains(words)),
+                "{binds}: {problems:?}"
+            );
+        }
     }
 }

@@ -165,6 +165,7 @@ pub fn diagnose(config_path: &Path, boot_root: &Path) -> Report {
     check_mnt_guard(&mut checks);
     check_mount(&mut checks, &cfg, &st);
     check_instance_dirs(&mut checks, &cfg, &st);
+    check_quotas(&mut checks, &cfg, &st);
     check_bind(&mut checks, &cfg, &st);
     check_boot_generation(&mut checks, &st);
     check_nix_daemon(&mut checks, &cfg);
@@ -984,6 +985,51 @@ fn check_instance_dirs(checks: &mut Checks, cfg: &Config, st: &Status) {
                     "`systemctl restart wsl-storage-mount` sets owner, group and mode; or by hand: `chown {}:{} {path} && chmod {} {path}`",
                     d.want_owner, d.want_group, d.want_mode
                 ),
+            ),
+        }
+    }
+}
+
+/// `instanceDirs.<name>.quota`: enforced, or the command that makes the
+/// filesystem keep project quotas (the helper never changes features).
+fn check_quotas(checks: &mut Checks, cfg: &Config, st: &Status) {
+    use crate::boot::quota;
+    for (name, spec) in &cfg.instance_dirs {
+        if spec.quota.is_none() && spec.inode_quota.is_none() {
+            continue;
+        }
+        let id = format!("quota:{name}");
+        let path = format!("{}/{name}", cfg.mount_point);
+        let (Some(dev), Some(_)) = (&st.device, &st.mount) else {
+            checks.skip(&id, "the storage is not mounted");
+            continue;
+        };
+        let dev = Path::new(&dev.node);
+        if !quota::supported(dev) {
+            checks.warn(
+                &id,
+                format!("{path} has a quota, but the filesystem keeps no project quotas: nothing is enforced"),
+                quota::enable_command(cfg, dev),
+            );
+            continue;
+        }
+        let want_bytes = spec.quota.map(|b| b.div_ceil(1024) * 1024);
+        match st.quotas.get(name) {
+            Some(u) if u.limit_bytes == want_bytes && u.limit_inodes == spec.inode_quota => checks
+                .ok(
+                    &id,
+                    format!(
+                        "{path}: {} of {} (project {})",
+                        crate::space::human_bytes(u.used_bytes),
+                        u.limit_bytes
+                            .map_or("no byte limit".into(), crate::space::human_bytes),
+                        u.project
+                    ),
+                ),
+            _ => checks.fail(
+                &id,
+                format!("{path}: the quota on the disk is not the configured one"),
+                "`systemctl restart wsl-storage-mount` sets it",
             ),
         }
     }

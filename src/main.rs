@@ -69,6 +69,8 @@ fn run(cli: &Cli) -> Result<Exit> {
             },
         ),
         Command::Status { json } => status::run(&cfg, *json, &cli.boot_root),
+        Command::Keep => boot::keep::run(&cfg),
+        Command::Dedupe { dry_run, json } => store::dedupe::run(&cfg, *dry_run, *json),
         Command::Mark => {
             crate::log::open_file(Path::new(&cfg.log_file));
             store::mark(&cfg)

@@ -27,6 +27,9 @@ pub struct MountEntry {
     #[serde(serialize_with = "lossy")]
     pub mount_point: PathBuf,
     pub options: String,
+    /// The optional fields: the propagation ("shared:2", "master:3",
+    /// both, or "" for a private mount), see mount_namespaces(7).
+    pub optional: String,
     pub fs_type: String,
     #[serde(serialize_with = "lossy")]
     pub source: OsString,
@@ -46,6 +49,37 @@ impl MountEntry {
 
     pub fn has_option(&self, opt: &str) -> bool {
         self.options.split(',').any(|o| o == opt)
+    }
+
+    /// The peer group this mount shares mount events with, if shared.
+    pub fn peer_group(&self) -> Option<u32> {
+        self.optional_number("shared:")
+    }
+
+    /// The peer group this mount receives mount events from, if a slave.
+    pub fn master(&self) -> Option<u32> {
+        self.optional_number("master:")
+    }
+
+    fn optional_number(&self, prefix: &str) -> Option<u32> {
+        self.optional
+            .split(' ')
+            .find_map(|f| f.strip_prefix(prefix))
+            .and_then(|n| n.parse().ok())
+    }
+
+    /// The propagation in words, for status ("shared:2", "master:3", "private").
+    pub fn propagation(&self) -> String {
+        let fields: Vec<&str> = self
+            .optional
+            .split(' ')
+            .filter(|f| f.starts_with("shared:") || f.starts_with("master:"))
+            .collect();
+        if fields.is_empty() {
+            "private".to_string()
+        } else {
+            fields.join(" ")
+        }
     }
 
     /// The source for a message ("/dev/sdc", "tmpfs").
@@ -114,6 +148,7 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
         root: path(fields[3]),
         mount_point: path(fields[4]),
         options: text(fields[5]),
+        optional: text(&fields[6..sep].join(&b' ')),
         fs_type: text(&unescape(fields[sep + 1])),
         source: OsString::from_vec(unescape(fields[sep + 2])),
         super_options: text(fields[sep + 3]),
@@ -198,6 +233,10 @@ mod tests {
         assert_eq!(m[2].root, Path::new("/nixos-wsl-main"));
         // no optional fields at all
         assert_eq!(m[3].fs_type, "tmpfs");
+        assert_eq!(m[3].propagation(), "private");
+        assert_eq!((m[1].peer_group(), m[1].master()), (Some(50), None));
+        assert_eq!((m[4].peer_group(), m[4].master()), (None, Some(3)));
+        assert_eq!(m[4].propagation(), "master:3");
     }
 
     #[test]

@@ -26,8 +26,19 @@ pub struct Status {
     pub device: Option<DeviceStatus>,
     pub mount_point: String,
     pub mount: Option<MountStatus>,
+    /// Nothing is mounted at mountPoint although `mount` mounted it (or
+    /// bindTarget still binds from it): it was taken away after boot.
+    pub mount_point_taken: bool,
+    /// The propagation of mountPoint, bindTarget and bindTarget/store
+    /// ("shared:N", "master:N", "private"), where mounted.
+    pub propagation: BTreeMap<String, String>,
     pub instance_dirs: BTreeMap<String, DirStatus>,
     pub bind: Option<BindStatus>,
+    /// Every instance dir on the disk with a project quota (this
+    /// instance's and the others'): use and limits.
+    pub quotas: BTreeMap<String, crate::boot::quota::Usage>,
+    /// The shared dirs of `binds`, by path.
+    pub binds: BTreeMap<String, crate::boot::binds::BindStatus>,
     pub stamp: bool,
     /// Whether bindTarget/store is mounted read-only (with the bind).
     pub store_read_only: Option<bool>,
@@ -127,7 +138,25 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
         is_configured_device: found.as_ref().is_some_and(|f| m.is_device(f.rdev)),
         stacked: mountinfo::count_at(&mounts, &cfg.mount_point),
     });
+    let last_run = state::read();
+    let outlived = found
+        .as_ref()
+        .is_some_and(|f| crate::boot::propagation::bind_outlived_storage(cfg, &mounts, f.rdev));
+    let mount_point_taken =
+        mount.is_none() && (outlived || last_run.as_ref().is_some_and(|r| r.outcome == "mounted"));
     let storage_mounted = match &mount {
+        None if mount_point_taken => {
+            problems.push(format!(
+                "nothing is mounted at {}: it was taken away after `mount` mounted it (a peer distro's shutdown unmounts /mnt/wsl/* in every distro, microsoft/WSL#41084){}; `sudo systemctl restart wsl-storage-mount` mounts it again",
+                cfg.mount_point,
+                if outlived {
+                    format!("; {} stays the bind of the disk store", cfg.bind_target)
+                } else {
+                    String::new()
+                }
+            ));
+            false
+        }
         None => {
             problems.push(format!("nothing is mounted at {}", cfg.mount_point));
             false
@@ -153,6 +182,41 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
             }
             true
         }
+    };
+
+    let (binds, bind_problems) = crate::boot::binds::status(
+        cfg,
+        &mounts,
+        found.as_ref().map(|f| f.rdev),
+        storage_mounted,
+    );
+    problems.extend(bind_problems);
+
+    let quotas = match (&found, storage_mounted) {
+        (Some(f), true) => {
+            let q = crate::boot::quota::usage(cfg, &f.node);
+            for (name, spec) in &cfg.instance_dirs {
+                if spec.quota.is_none() && spec.inode_quota.is_none() {
+                    continue;
+                }
+                let have = q.get(name);
+                if !crate::boot::quota::supported(&f.node) {
+                    problems.push(format!(
+                        "instanceDirs.{name} has a quota, but the filesystem keeps no project quotas; {}",
+                        crate::boot::quota::enable_command(cfg, &f.node)
+                    ));
+                } else if have.map(|u| u.limit_bytes)
+                    != Some(spec.quota.map(|b| b.div_ceil(1024) * 1024))
+                    || have.map(|u| u.limit_inodes) != Some(spec.inode_quota)
+                {
+                    problems.push(format!(
+                        "instanceDirs.{name}: the quota on the disk is not the configured one; `sudo systemctl restart wsl-storage-mount` sets it"
+                    ));
+                }
+            }
+            q
+        }
+        _ => BTreeMap::new(),
     };
 
     let mut instance_dirs = BTreeMap::new();
@@ -197,7 +261,10 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
     }
 
     let bind = cfg.bind_mount_nix_store.then(|| {
-        let b = store::bind_state(cfg, &mounts);
+        let mut b = store::bind_state(cfg, &mounts);
+        // With the storage mount taken away there is nothing to compare
+        // with; the device and the subdir say it still is the bind.
+        b.is_bind |= outlived;
         let marker = store::marker_path(cfg).exists();
         if !b.is_bind {
             problems.push(format!(
@@ -230,6 +297,21 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
             cfg.bind_target
         ));
     }
+    let mut propagation = BTreeMap::new();
+    let store_mount = crate::boot::propagation::store_path(cfg);
+    for (what, path) in [
+        ("mountPoint", std::path::PathBuf::from(&cfg.mount_point)),
+        ("bindTarget", std::path::PathBuf::from(&cfg.bind_target)),
+        ("read-only store", store_mount),
+    ] {
+        let Some(m) = mountinfo::top_at(&mounts, &path) else {
+            continue;
+        };
+        propagation.insert(path.display().to_string(), m.propagation());
+        if is_bind && what != "mountPoint" {
+            problems.extend(crate::boot::propagation::exposed(what, m));
+        }
+    }
     let boot = cfg.bind_mount_nix_store.then(|| {
         let b = store::sync::boot_status(cfg, boot_root);
         problems.extend(b.hazards.iter().cloned());
@@ -245,7 +327,6 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
         b
     });
 
-    let last_run = state::read();
     match &last_run {
         None => problems.push("no `mount` run recorded since boot".into()),
         Some(r) if r.outcome != "mounted" => problems.push(format!(
@@ -262,8 +343,12 @@ pub fn gather(cfg: &Config, boot_root: &std::path::Path) -> Status {
         device,
         mount_point: cfg.mount_point.clone(),
         mount,
+        mount_point_taken,
+        propagation,
         instance_dirs,
         bind,
+        quotas,
+        binds,
         stamp: store::stamp_path().exists(),
         store_read_only,
         boot,
@@ -312,7 +397,16 @@ pub fn render(s: &Status) -> String {
                 m.source, m.fs_type, m.options
             );
         }
+        None if s.mount_point_taken => {
+            out.push_str("  mounted:   no (taken away after `mount` mounted it)\n")
+        }
         None => out.push_str("  mounted:   no\n"),
+    }
+    if !s.propagation.is_empty() {
+        out.push_str("propagation:\n");
+        for (path, how) in &s.propagation {
+            let _ = writeln!(out, "  {path}: {how}");
+        }
     }
     if !s.instance_dirs.is_empty() {
         out.push_str("instance dirs:\n");
@@ -329,6 +423,41 @@ pub fn render(s: &Status) -> String {
                 d.problem
                     .as_ref()
                     .map_or(String::new(), |p| format!("  <- {p}"))
+            );
+        }
+    }
+    if !s.quotas.is_empty() {
+        out.push_str("quotas (every instance dir on the disk with a project):\n");
+        for (name, q) in &s.quotas {
+            let _ = writeln!(
+                out,
+                "  {name}: {} of {}, {} inodes of {} (project {})",
+                crate::space::human_bytes(q.used_bytes),
+                q.limit_bytes
+                    .map_or("no limit".into(), crate::space::human_bytes),
+                q.used_inodes,
+                q.limit_inodes.map_or("no limit".into(), |n| n.to_string()),
+                q.project
+            );
+        }
+    }
+    if !s.binds.is_empty() {
+        out.push_str("binds:\n");
+        for (path, b) in &s.binds {
+            let _ = writeln!(
+                out,
+                "  {path}: {} {}{}",
+                if b.is_bind {
+                    "bind of"
+                } else {
+                    "NOT the bind of"
+                },
+                b.subdir,
+                match b.read_only {
+                    Some(true) => ", read-only",
+                    Some(false) => ", writable",
+                    None => "",
+                }
             );
         }
     }

@@ -1467,3 +1467,4 @@ in
     ];
   };
 }
+// import ./cases-binds.nix { inherit lib; }

@@ -1,11 +1,15 @@
 //! The boot chain: `mount`, the boot step, from waiting for the device to
 //! the stamp that lets the /nix bind proceed.
 
+pub mod binds;
 pub mod device;
 pub mod instances;
+pub mod keep;
 pub mod mount;
 pub mod mountopts;
 pub mod probe;
+pub mod propagation;
+pub mod quota;
 pub mod uevent;
 
 use std::path::Path;
@@ -35,6 +39,7 @@ pub fn run(cfg: &Config, config_path: &Path, boot_root: &Path) -> Result<Exit> {
     record_interruptions(&cfg.mount_point, started);
     // A stamp from an earlier run must not outlive a failure of this one.
     store::remove_stamp()?;
+    binds::remove_stamp()?;
     let mut record = RunState {
         mount_point: cfg.mount_point.clone(),
         ..RunState::default()
@@ -141,9 +146,16 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
 
     // 3 and 4. fsck and mount.
     record.mounted_now = mount::ensure_mounted(cfg, &dev, &fs_info)? == Mounted::Now;
+    propagation::storage_as_slave(cfg)?;
 
     // 5. Instance dirs.
     instances::prepare_all(cfg)?;
+    binds::prepare_all(cfg)?;
+    // A quota is a limit, not a safety property: never a reason to leave
+    // the store unbound. `status` shows a quota that did not take.
+    if let Err(e) = quota::apply_all(cfg, &dev.node) {
+        log::warn!("quotas were not applied: {e:#}");
+    }
 
     // 6. The store guard.
     if cfg.bind_mount_nix_store {
@@ -157,6 +169,7 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
                 "{} already is the bind of the verified store",
                 cfg.bind_target
             );
+            propagation::isolate_bind(cfg)?;
             store::write_stamp(cfg, closure)?;
         } else {
             match store::system_is_booting() {
@@ -178,6 +191,7 @@ fn steps(cfg: &Config, record: &mut RunState, boot_root: &Path) -> Result<Exit> 
             }
         }
     }
+    binds::write_stamp(cfg)?;
     record.outcome = "mounted".into();
     record.message = format!("{} mounted at {}", dev.node.display(), cfg.mount_point);
     Ok(Exit::Success)
@@ -203,6 +217,7 @@ pub fn ensure_disk(cfg: &Config) -> Result<()> {
     log::info!("device {} found ({})", dev.node.display(), dev.via);
     let fs_info = check_filesystem(cfg, &dev)?;
     mount::ensure_mounted(cfg, &dev, &fs_info)?;
+    propagation::storage_as_slave(cfg)?;
     Ok(())
 }
 

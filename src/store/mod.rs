@@ -18,6 +18,7 @@ use crate::state;
 
 pub mod bootview;
 pub mod copy;
+pub mod dedupe;
 pub mod guard;
 pub mod migrate;
 pub mod nixcli;
@@ -172,7 +173,11 @@ pub fn mark(cfg: &Config) -> Result<Exit> {
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
     let bind = bind_state(cfg, &mounts);
     if bind.is_bind {
+        // Private before the read-only bind, so that the bind is private
+        // too, and after it for one left shared (boot::propagation says why).
+        crate::boot::propagation::isolate_bind(cfg)?;
         ensure_store_read_only(cfg, &mounts)?;
+        crate::boot::propagation::isolate_bind(cfg)?;
         let body = format!(
             "{} is the bind of {}\n",
             cfg.bind_target,

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod nixstore;
+pub mod peers;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
