@@ -269,7 +269,8 @@ class Machine:
     """One guest: its VHDX (a sparse copy of the cached root image),
     its storage disk image, QEMU, QMP, the agent and the Windows port."""
 
-    def __init__(self, host, name, settings, disk=True, disk_store=True, generations=1):
+    def __init__(self, host, name, settings, disk=True, disk_store=True, generations=1,
+                 tune2fs=None):
         self.host = host
         self.name = name
         self.settings = settings
@@ -283,6 +284,9 @@ class Machine:
         self.windows_runs = []
         self.on_windows_run = None
         self.disk_img = self.dir / "storage.img" if disk else None
+        # Features the host's kernel may not mount (quota,project), added to
+        # the storage disk after the install step: `tune2fs <these> IMG`.
+        self.tune2fs = tune2fs
         # generations: how many (all with these settings), or a list of
         # settings, one per generation (a deployment that changes them).
         if isinstance(generations, int):
@@ -354,6 +358,8 @@ class Machine:
         of its own."""
         log(f"{self.name}: installing the generation into the VHDX and the disk")
         run([str(HERE / "install.sh"), *self.install_args], timeout=300)
+        if self.tune2fs and self.disk_img:
+            run(["tune2fs", *self.tune2fs.split(), str(self.disk_img)])
 
     def start(self, disk_at_boot=True):
         """Boots the VHDX through the shim; the disk attached before the

@@ -4,7 +4,7 @@ Issue 19 item 3, under the twin's kernel (Debian's, with quota format v2;
 the kernel of the machine that runs tests/instances.rs may lack it). Needs
 the storage disk to have the quota and project features: TUNE2FS below is
 run as `tune2fs TUNE2FS <storage.img>` after the install step (a hook of
-harness.Machine.provision; see notes/issue-19.md for the three lines).
+harness.Machine.provision).
 Root's writes pass any ext4 quota (CAP_SYS_RESOURCE): the writes here drop
 that capability, as a build user or a user has none.
 """

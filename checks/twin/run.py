@@ -47,6 +47,7 @@ def run_scenario(host, name, module):
         disk=getattr(module, "DISK", True),
         disk_store=getattr(module, "DISK_STORE", True),
         generations=getattr(module, "GENERATIONS", 1),
+        tune2fs=getattr(module, "TUNE2FS", None),
     )
     try:
         machine.provision()
