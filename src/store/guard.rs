@@ -316,8 +316,8 @@ fn profile_to_booted(dir: &Path, system: &str) -> Result<()> {
     let profiles = dir.join("var/nix/profiles");
     match fs::symlink_metadata(&profiles) {
         Ok(meta) if meta.is_dir() => {
-            let n = crate::store::sync::set_profile(&profiles, system)?;
-            log::info!("the disk store's current system is now the booted one (system-{n}-link)");
+            use crate::store::sync::{set_profile, ProfileOwner};
+            set_profile(&profiles, system, ProfileOwner::DiskStore)?;
             Ok(())
         }
         Ok(_) => Err(unsafe_store(format!(

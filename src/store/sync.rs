@@ -192,7 +192,7 @@ pub fn run(cfg: &Config, req: &Request) -> Result<Exit> {
 
     // 4. The boot generation.
     if !req.closure_only {
-        report.generation = Some(set_profile(&profiles, &system)?);
+        report.generation = Some(set_profile(&profiles, &system, ProfileOwner::Vhdx)?);
         let pruned = prune_generations(&profiles, cfg.boot_generations)?;
         // 5. Garbage: everything the kept roots do not reach.
         let roots = gc_roots(view.root(), &profiles)?;
@@ -457,21 +457,33 @@ fn replace_link(dir: &Path, name: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whose `system` profile `set_profile` changes (for what it logs: the
+/// helper's own paths, such as the boot view's, mean nothing to a user).
+#[derive(Clone, Copy)]
+pub(crate) enum ProfileOwner {
+    Vhdx,
+    DiskStore,
+}
+
 /// Point the `system` profile in `profiles` (the VHDX's, or the disk
 /// store's after a heal) at `system`, as `nix-env --set` would: a new
 /// `system-N-link`, then `system` -> it. Returns N. When the profile already
 /// points there, nothing changes.
-pub(crate) fn set_profile(profiles: &Path, system: &str) -> Result<u64> {
+pub(crate) fn set_profile(profiles: &Path, system: &str, owner: ProfileOwner) -> Result<u64> {
     let gens = generations(profiles)?;
     if let Ok(current) = resolve_profile(profiles, "system") {
         if current == system {
             if let Ok(t) = fs::read_link(profiles.join("system")) {
                 let t = t.to_string_lossy().into_owned();
                 if let Some((n, _)) = gens.iter().find(|(_, name)| *name == t) {
-                    log::info!(
-                        "{}: system already -> system-{n}-link -> {system}",
-                        profiles.display()
-                    );
+                    match owner {
+                        ProfileOwner::Vhdx => log::info!(
+                            "sync-boot: the VHDX already boots {system} (system-{n}-link)"
+                        ),
+                        ProfileOwner::DiskStore => log::info!(
+                            "the disk store's current system is already {system} (system-{n}-link)"
+                        ),
+                    }
                     return Ok(*n);
                 }
             }
@@ -481,7 +493,12 @@ pub(crate) fn set_profile(profiles: &Path, system: &str) -> Result<u64> {
     let name = format!("system-{n}-link");
     replace_link(profiles, &name, system)?;
     replace_link(profiles, "system", &name)?;
-    log::info!("{}: system -> {name} -> {system}", profiles.display());
+    match owner {
+        ProfileOwner::Vhdx => log::info!("sync-boot: VHDX profile system -> {name} -> {system}"),
+        ProfileOwner::DiskStore => {
+            log::info!("the disk store's profile system -> {name} -> {system}")
+        }
+    }
     Ok(n)
 }
 
