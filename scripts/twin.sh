@@ -6,6 +6,7 @@
 #   scripts/twin.sh --list        the scenarios, one a line
 #   scripts/twin.sh [NAME...]     runs them (all by default); the last line
 #                                 is `N passed, N failed`
+#   scripts/twin.sh --bench [--runs N]   the boot figures (checks/twin/bench.py)
 #
 # Needs root, qemu-system-x86, debootstrap, nix-bin, e2fsprogs and a Rust
 # toolchain (.ci/run installs them). The guest image is cached outside the
@@ -50,5 +51,10 @@ nixos_wsl=${NIXOS_WSL:-$(find_shared nixos-wsl || true)}
 
 cargo build --release --quiet
 image=$(checks/twin/image.sh)
-exec python3 checks/twin/run.py --image "$image" --helper "$repo/target/release/wsl-storage-mount" \
+runner=checks/twin/run.py
+if [[ ${1:-} == --bench ]]; then
+  shift
+  runner=checks/twin/bench.py
+fi
+exec python3 "$runner" --image "$image" --helper "$repo/target/release/wsl-storage-mount" \
   --lib "$lib" --nixos-wsl "$nixos_wsl" "$@"

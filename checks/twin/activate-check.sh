@@ -30,39 +30,13 @@ scratch=$(mktemp -d)
 # What this check built (written by `build`, which runs in a subshell).
 built=$scratch/built
 : >"$built"
-# Deletes the given store paths, each once nothing else holds it: a path
-# another build (the twin harness's generations share these packages) or a
-# root still refers to stays. Passes until one deletes nothing: referrers go
-# before what they refer to.
-delete_paths() {
-  local left=("$@") kept progress p
-  [ "$#" -gt 0 ] || return 0
-  # Usually nothing else holds them: all at once.
-  nix-store --delete "$@" >/dev/null 2>&1 && return 0
-  while [ "${#left[@]}" -gt 0 ]; do
-    kept=()
-    progress=0
-    for p in "${left[@]}"; do
-      if [ ! -e "$p" ]; then
-        continue
-      elif nix-store --delete "$p" >/dev/null 2>&1; then
-        progress=1
-      else
-        kept+=("$p")
-      fi
-    done
-    left=("${kept[@]+"${kept[@]}"}")
-    [ "$progress" = 1 ] || break
-  done
-  if [ "${#left[@]}" -gt 0 ]; then
-    echo "activate-check: kept ${#left[@]} store paths that other paths or roots still use" >&2
-  fi
-}
+# shellcheck source=checks/twin/delete-paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/delete-paths.sh"
 cleanup() {
   # The paths this check built, and their derivations and sources.
   if [ -s "$built" ]; then
     mapfile -t paths < <(while read -r p; do nix-store -qR "$p"; done <"$built" 2>/dev/null | sort -u)
-    delete_paths "${paths[@]}"
+    delete_paths activate-check "${paths[@]}"
   fi
   rm -rf "$scratch"
 }

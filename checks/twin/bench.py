@@ -2,9 +2,8 @@
 multi-user.target with and without the module, hot-plug to nix-daemon
 ready, and boot to the first shell with the disk missing (fallback).
 
-    scripts/twin.sh is the way in for the scenarios; this one runs as
-    python3 checks/twin/bench.py --image DIR --helper BIN --lib LIB [--runs N]
-    (scripts/twin-bench.sh finds them as twin.sh does).
+    scripts/twin.sh --bench [--runs N]
+    (or python3 checks/twin/bench.py --image DIR --helper BIN --lib LIB ...)
 
 Times are the guest's own clock (CLOCK_MONOTONIC since the kernel started,
 as systemd records a unit's activation): under QEMU's TCG the guest runs

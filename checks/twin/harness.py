@@ -115,17 +115,29 @@ class Host:
         return run(["nix-store", "--query", "--requisites", *paths]).split()
 
     def cleanup(self):
-        """Deletes the toy paths built on the host; paths that something
-        else on the host still uses are left (nix-store refuses them)."""
+        """Deletes what the run built on the host: the generations' closures,
+        their derivations and sources (the helper's copy among them). A path
+        something else still uses (another build's derivation, a root) is
+        kept: passes until one deletes nothing, referrers going first."""
         if not self.built:
             return
-        # Every path of these closures was made by the twin's expressions
-        # (checks/twin/pkgs.nix builds even the stand-in packages).
-        subprocess.run(
-            ["nix-store", "--delete", *self.closure(self.built)],
-            capture_output=True,
-            timeout=120,
-        )
+        derivers = [d for d in run(["nix-store", "--query", "--deriver", *self.built]).split()
+                    if d.startswith("/nix/store/") and os.path.exists(d)]
+        left = set(self.closure(self.built + derivers))
+        while left:
+            done = subprocess.run(["nix-store", "--delete", *sorted(left)],
+                                  capture_output=True, timeout=300).returncode == 0
+            if done:
+                return
+            deleted = {p for p in left
+                       if subprocess.run(["nix-store", "--delete", p], capture_output=True,
+                                         timeout=60).returncode == 0}
+            left -= deleted
+            left = {p for p in left if os.path.exists(p)}
+            if not deleted:
+                break
+        if left:
+            log(f"kept {len(left)} store paths that other paths or roots still use")
 
 
 class Agent:

@@ -43,34 +43,8 @@ helper=$(realpath "$helper")
 scratch=$(mktemp -d)
 out=
 drv=
-# Deletes the given store paths, each once nothing else holds it: a path
-# another build (the twin harness's generations share these packages) or a
-# root still refers to stays. Passes until one deletes nothing: referrers go
-# before what they refer to.
-delete_paths() {
-  local left=("$@") kept progress p
-  [ "$#" -gt 0 ] || return 0
-  # Usually nothing else holds them: all at once.
-  nix-store --delete "$@" >/dev/null 2>&1 && return 0
-  while [ "${#left[@]}" -gt 0 ]; do
-    kept=()
-    progress=0
-    for p in "${left[@]}"; do
-      if [ ! -e "$p" ]; then
-        continue
-      elif nix-store --delete "$p" >/dev/null 2>&1; then
-        progress=1
-      else
-        kept+=("$p")
-      fi
-    done
-    left=("${kept[@]+"${kept[@]}"}")
-    [ "$progress" = 1 ] || break
-  done
-  if [ "${#left[@]}" -gt 0 ]; then
-    echo "render-check: kept ${#left[@]} store paths that other paths or roots still use" >&2
-  fi
-}
+# shellcheck source=checks/twin/delete-paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/delete-paths.sh"
 cleanup() {
   # The paths this check built, and their derivations and sources.
   if [ -n "$drv" ]; then
@@ -78,7 +52,7 @@ cleanup() {
       [ -n "$out" ] && nix-store -qR "$out"
       nix-store -qR "$drv"
     } 2>/dev/null | sort -u)
-    delete_paths "${paths[@]}"
+    delete_paths render-check "${paths[@]}"
   fi
   rm -rf "$scratch"
 }
