@@ -12,6 +12,7 @@
     ./assertions.nix
     ./binds.nix
     ./keep.nix
+    ./dedupe.nix
     ./quota.nix
   ];
 }

@@ -1468,3 +1468,4 @@ in
   };
 }
 // import ./cases-binds.nix { inherit lib; }
+// import ./cases-dedupe.nix { inherit lib; }

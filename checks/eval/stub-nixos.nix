@@ -292,6 +292,13 @@ let
     };
   };
 
+  # systemd-unit-options.nix timerOptions.
+  timerOptions = {
+    options = {
+      timerConfig = attrsOfUnitOption;
+    };
+  };
+
   mountOptions = {
     options = {
       what = mkOption { type = types.str; };
@@ -402,6 +409,13 @@ let
     targets = types.attrsOf (
       types.submodule [
         stage2CommonUnitOptions
+        unitConfig
+      ]
+    );
+    timers = types.attrsOf (
+      types.submodule [
+        stage2CommonUnitOptions
+        timerOptions
         unitConfig
       ]
     );
@@ -701,6 +715,10 @@ in
       };
       targets = mkOption {
         type = unitTypes.targets;
+        default = { };
+      };
+      timers = mkOption {
+        type = unitTypes.timers;
         default = { };
       };
       mounts = mkOption {

@@ -30,5 +30,5 @@ def test(m):
         m.wait_until_succeeds(f"findmnt {MOUNT_POINT}", timeout=20)
         check(len(mounts_at(m, MOUNT_POINT)) == 1, f"after {how}: one mount at {MOUNT_POINT}")
         m.succeed("wsl-storage-mount status")
-        log(f"after the peer's {how}: back, " + m.succeed(f"journalctl -b -u wsl-storage-mount-keep.service | tail -2"))
+        log(f"after the peer's {how}: back, " + m.succeed("journalctl -b -u wsl-storage-mount-keep.service | tail -2"))
     check(not failed_units(m), f"failed units: {failed_units(m)}")
