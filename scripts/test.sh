@@ -41,6 +41,17 @@ trap 'rm -f "$skips"' EXIT
 export WSL_STORAGE_MOUNT_TEST_SKIPS=$skips
 run cargo-test cargo test --quiet
 unset WSL_STORAGE_MOUNT_TEST_SKIPS
+# The toy systems the tests built into the machine's Nix store
+# (tests/fixtures): deleted, so the run leaves nothing there (a path still
+# in use elsewhere is kept).
+if command -v nix-store >/dev/null; then
+  mapfile -t toys < <(ls -d /nix/store/*-toy-* /nix/store/*-wsm-migrate-* 2>/dev/null)
+  if [ ${#toys[@]} -gt 0 ]; then
+    # shellcheck source=checks/twin/delete-paths.sh
+    . checks/twin/delete-paths.sh
+    NIX_CONFIG="build-users-group =" delete_paths "test fixtures" "${toys[@]}"
+  fi
+fi
 if [ -s "$skips" ]; then
   echo "$(wc -l <"$skips") tests (or cases) skipped, counted as passed by cargo above:"
   cut -f2 "$skips" | sort | uniq -c | sed 's/^/  /'

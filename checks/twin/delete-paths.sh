@@ -1,4 +1,5 @@
-# Sourced by render-check.sh and activate-check.sh: delete_paths NAME PATH...
+# Sourced by render-check.sh, activate-check.sh and scripts/test.sh:
+# delete_paths NAME PATH...
 # deletes the given store paths, each once nothing else holds it: a path
 # another build (the twin harness's generations share these packages) or a
 # root still refers to stays. Passes until one deletes nothing: referrers go
