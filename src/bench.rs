@@ -58,25 +58,9 @@ pub struct Options {
     pub json: bool,
 }
 
-/// "1G", "512M", "64MiB", "4096": bytes (powers of 1024).
+/// "1G", "512M", "64MiB", "4096": bytes (powers of 1024), at least 4 MiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; write e.g. 1G, 512M or 64MiB"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use K, M, G or T")),
-    };
-    let bytes = n
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
+    let bytes = crate::space::parse_bytes(text, "1G, 512M or 64MiB")?;
     if bytes < (4 << 20) {
         return Err(format!(
             "{text:?} is too small to measure anything; use at least 4M"

@@ -30,27 +30,7 @@ use crate::config::Config;
 
 /// "500G", "1T", "64M", "4096": bytes (powers of 1024), at least 1 MiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a size; write e.g. \"500G\" or \"1T\""))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => {
-            return Err(format!(
-                "\"{text}\": unknown unit \"{unit}\"; use K, M, G or T (powers of 1024)"
-            ))
-        }
-    };
-    let bytes = n
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("\"{text}\" is too large"))?;
+    let bytes = crate::space::parse_bytes(text, "\"500G\" or \"1T\"")?;
     if bytes < (1 << 20) {
         return Err(format!("\"{text}\" is below 1M; a store needs far more"));
     }
