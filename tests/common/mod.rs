@@ -150,21 +150,7 @@ impl Sandbox {
             .spawn()
             .expect("unshare");
         let pid = holder.id();
-        // Wait until unshare has exec'd sleep in the new namespace.
-        let own = fs::read_link("/proc/self/ns/mnt").unwrap();
-        let start = Instant::now();
-        while fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().as_ref() == Some(&own)
-            || fs::read_to_string(format!("/proc/{pid}/comm"))
-                .unwrap_or_default()
-                .trim()
-                != "sleep"
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "unshare did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_namespace_holder(pid, "/proc/self/ns/mnt", "unshare");
         let sb = Sandbox {
             dir,
             holder,
@@ -386,6 +372,25 @@ static DEV_DISK: std::sync::Mutex<DevDisk> = std::sync::Mutex::new(DevDisk {
     sandboxes: 0,
     made: false,
 });
+
+/// Wait until the holder `pid` (unshare, or nsenter and unshare) has exec'd
+/// `sleep` in a mount namespace other than the one `from_ns` names.
+pub fn wait_for_namespace_holder(pid: u32, from_ns: &str, what: &str) {
+    let from = fs::read_link(from_ns).unwrap();
+    let start = Instant::now();
+    while fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().as_ref() == Some(&from)
+        || fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            != "sleep"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 impl Drop for Sandbox {
     fn drop(&mut self) {

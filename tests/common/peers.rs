@@ -5,10 +5,8 @@
 //! its own. A distro's processes die with it (Drop), and its namespace
 //! with them; the sandbox's Drop takes the rest.
 
-use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use super::{output_text, Sandbox, BIN};
 
@@ -40,20 +38,11 @@ impl Distro {
             .spawn()
             .expect("nsenter unshare");
         let pid = holder.id();
-        let vm = fs::read_link(format!("/proc/{}/ns/mnt", sb.pid)).unwrap();
-        let start = Instant::now();
-        while fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().as_ref() == Some(&vm)
-            || fs::read_to_string(format!("/proc/{pid}/comm"))
-                .unwrap_or_default()
-                .trim()
-                != "sleep"
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "distro {name} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        super::wait_for_namespace_holder(
+            pid,
+            &format!("/proc/{}/ns/mnt", sb.pid),
+            &format!("distro {name}"),
+        );
         let d = Distro {
             name: name.to_string(),
             holder,
