@@ -74,6 +74,13 @@ def vhdx(m, cmd):
     return m.execute(f"unshare -m --propagation private sh -c {shlex.quote(script)}")
 
 
+def import_generation(m, n):
+    """Generation `n`, carried along by the install step, imported into the
+    store /nix is now (as `nixos-rebuild` builds into it); its toplevel."""
+    m.succeed(f"nix-store --import < /var/lib/twin/deploy-{n} > /dev/null")
+    return m.succeed(f"cat /var/lib/twin/deploy-{n}.toplevel").strip()
+
+
 def booted_system(m):
     return m.succeed("readlink -f /run/booted-system").strip()
 

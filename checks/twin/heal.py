@@ -9,7 +9,7 @@ generation 2, the helper finds the disk's store lacking it, copies its
 closure from the VHDX, and only then binds.
 """
 
-from common import booted_system, check, check_storage_up, state
+from common import booted_system, check, check_storage_up, import_generation, state
 from harness import default_settings
 
 SETTINGS = default_settings(wslStorageMount={"waitTimeout": 10, "onMissing": "fallback"})
@@ -20,8 +20,7 @@ GENERATIONS = 2
 def test(m):
     m.wait_for_boot()
     check(state(m)["outcome"] == "degraded", f"no disk at the first boot: {state(m)}")
-    m.succeed("nix-store --import < /var/lib/twin/deploy-2 > /dev/null")
-    gen2 = m.succeed("cat /var/lib/twin/deploy-2.toplevel").strip()
+    gen2 = import_generation(m, 2)
     m.succeed(f"nix-env -p /nix/var/nix/profiles/system --set {gen2}")
     m.succeed(f"{gen2}/bin/switch-to-configuration boot", timeout=600)
     m.attach_disk()

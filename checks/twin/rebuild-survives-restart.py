@@ -9,7 +9,7 @@ profile, now generation 2, is activated and booted, and its closure is valid
 in both stores.
 """
 
-from common import booted_system, check, check_storage_up, vhdx
+from common import booted_system, check, check_storage_up, import_generation, vhdx
 from harness import default_settings
 
 SETTINGS = default_settings()
@@ -20,8 +20,7 @@ def test(m):
     m.wait_for_boot()
     check_storage_up(m, "generation 1")
     gen1 = booted_system(m)
-    gen2 = m.succeed("nix-store --import < /var/lib/twin/deploy-2 | tail -n 1").strip()
-    gen2 = m.succeed(f"nix-store --query --roots {gen2} >/dev/null; cat /var/lib/twin/deploy-2.toplevel").strip()
+    gen2 = import_generation(m, 2)
     check(gen2 != gen1, "a second generation")
     check(vhdx(m, f"test -e {gen2}")[0] != 0, "generation 2 is not in the VHDX before the deploy")
     m.succeed(f"nix-env -p /nix/var/nix/profiles/system --set {gen2}")

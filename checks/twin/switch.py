@@ -10,7 +10,7 @@ What= changes: switch-to-configuration-ng reloads a changed nix.mount
 running system; the new one applies at the next start.
 """
 
-from common import MOUNT_POINT, SUBDIR, check, check_storage_up, findmnt, mounts_at
+from common import MOUNT_POINT, SUBDIR, check, check_storage_up, findmnt, import_generation, mounts_at
 from harness import default_settings
 
 SETTINGS = default_settings()
@@ -28,8 +28,7 @@ def test(m):
     check(before == after, f"mounts changed by the switch:\n{before}\n{after}")
     check_storage_up(m, "after the switch")
 
-    m.succeed("nix-store --import < /var/lib/twin/deploy-2 > /dev/null")
-    gen2 = m.succeed("cat /var/lib/twin/deploy-2.toplevel").strip()
+    gen2 = import_generation(m, 2)
     m.succeed(f"nix-env -p /nix/var/nix/profiles/system --set {gen2}")
     rc, out = m.execute(f"{gen2}/bin/switch-to-configuration switch", timeout=300)
     unit = m.succeed("systemctl cat nix.mount")

@@ -9,7 +9,7 @@ VHDX. The VHDX's boot generation stays 1. The restart must work: the kernel
 execs /sbin/init from the VHDX before any bind exists.
 """
 
-from common import booted_system, check, check_storage_up, vhdx
+from common import booted_system, check, check_storage_up, import_generation, vhdx
 from harness import default_settings
 
 SETTINGS = default_settings()
@@ -20,8 +20,7 @@ def test(m):
     m.wait_for_boot()
     check_storage_up(m, "generation 1")
     gen1 = booted_system(m)
-    m.succeed("nix-store --import < /var/lib/twin/deploy-2 > /dev/null")
-    gen2 = m.succeed("cat /var/lib/twin/deploy-2.toplevel").strip()
+    gen2 = import_generation(m, 2)
     m.succeed(f"{gen2}/bin/switch-to-configuration test", timeout=600)
     static, gen2_etc = m.succeed(f"readlink -f /etc/static {gen2}/etc").split()
     check(static == gen2_etc, f"generation 2 is active: /etc/static is {static}")
